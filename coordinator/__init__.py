@@ -1,0 +1,1 @@
+"""The coordinator: accepts jobs over the Open Inference Protocol, shards them across workers."""

@@ -1,0 +1,204 @@
+"""The coordinator's two services: the Open Inference Protocol for clients and shardnet.v1
+Coordinator for workers; and running them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+
+import grpc
+from shardnet.coordinator.jobs import Job, JobRunner
+from shardnet.coordinator.registry import WorkerRegistry, parse_worker_info
+
+import shardnet
+from shardnet.config import CoordinatorConfig
+from shardnet.errors import DeadlineExceeded, InvalidRequest, ModelNotFound, Overloaded, Unavailable
+from shardnet.protocol import JOB_ID_PARAM, SHARDS_PARAM
+from shardnet.protocol import inference_pb2 as pb
+from shardnet.protocol import inference_pb2_grpc as pb_grpc
+from shardnet.protocol import shardnet_v1_pb2 as v1
+from shardnet.protocol import shardnet_v1_pb2_grpc as v1_grpc
+from shardnet.protocol.tensors import decode_request_inputs, set_param
+from shardnet.rpc import announce_ready, bind, create_server, translate_errors
+from shardnet.signature import select_outputs, validate_inputs
+from shardnet.stats import ModelStats
+
+log = logging.getLogger(__name__)
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, registry: WorkerRegistry, config: CoordinatorConfig) -> None:
+        self.registry = registry
+        self.config = config
+        self.runner = JobRunner(registry, config)
+        self.stats = ModelStats()
+        self.active_jobs = 0
+
+    @translate_errors
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=True)
+
+    @translate_errors
+    async def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=any(True for w in self.registry.all() if not w.suspect))
+
+    @translate_errors
+    async def ModelReady(self, request, context):
+        try:
+            self.registry.resolve(request.name, request.version)
+        except ModelNotFound:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=True)
+
+    @translate_errors
+    async def ServerMetadata(self, request, context):
+        return pb.ServerMetadataResponse(name="shardnet-coordinator", version=shardnet.__version__)
+
+    @translate_errors
+    async def ModelMetadata(self, request, context):
+        metadata = self.registry.resolve(request.name, request.version).to_metadata()
+        del metadata.versions[:]
+        metadata.versions.extend(self.registry.versions(request.name))
+        return metadata
+
+    @translate_errors
+    async def ModelStatistics(self, request, context):
+        return self.stats.to_proto(request.name, request.version)
+
+    @translate_errors
+    async def ModelInfer(self, request, context):
+        started = time.perf_counter_ns()
+        sig = self.registry.resolve(request.model_name, request.model_version)
+        arrays = decode_request_inputs(request)
+        rows = validate_inputs(sig, arrays)
+        names = select_outputs(sig, [o.name for o in request.outputs])
+        for key in request.parameters:
+            if key.startswith("shardnet."):
+                raise InvalidRequest(f"unknown request parameter {key!r}")
+        if self.active_jobs >= self.config.max_jobs:
+            raise Overloaded(
+                f"coordinator is running {self.active_jobs} jobs, its limit; retry later"
+            )
+        job = Job(uuid.uuid4().hex, sig, arrays, names, rows)
+        remaining = context.time_remaining()
+        deadline = (
+            self.config.job_timeout_s
+            if remaining is None
+            else min(remaining, self.config.job_timeout_s)
+        )
+        self.active_jobs += 1
+        try:
+            async with asyncio.timeout(deadline):
+                result = await self.runner.run(job)
+        except TimeoutError:
+            self.stats.record(
+                sig.name, sig.sha256, ok=False, duration_ns=time.perf_counter_ns() - started
+            )
+            raise DeadlineExceeded(
+                f"job {job.job_id} did not finish within {deadline:.1f}s"
+            ) from None
+        except BaseException:
+            self.stats.record(
+                sig.name, sig.sha256, ok=False, duration_ns=time.perf_counter_ns() - started
+            )
+            raise
+        finally:
+            self.active_jobs -= 1
+        response = pb.ModelInferResponse(
+            model_name=sig.name, model_version=sig.sha256, id=request.id
+        )
+        for name, datatype, shape, raw in result.outputs:
+            response.outputs.add(name=name, datatype=datatype, shape=shape)
+            response.raw_output_contents.append(raw)
+        set_param(response.parameters, JOB_ID_PARAM, job.job_id)
+        set_param(
+            response.parameters, SHARDS_PARAM, json.dumps([s.summary() for s in result.shards])
+        )
+        self.stats.record(
+            sig.name,
+            sig.sha256,
+            ok=True,
+            rows=rows or 1,
+            duration_ns=time.perf_counter_ns() - started,
+        )
+        log.info(
+            "job %s: %s rows of %s in %d shard(s) on %d worker(s), %.1f ms",
+            job.job_id,
+            rows,
+            sig.name,
+            len(result.shards),
+            len({s.worker for s in result.shards}),
+            (time.perf_counter_ns() - started) / 1e6,
+        )
+        return response
+
+
+class CoordinatorServicer(v1_grpc.CoordinatorServicer):
+    def __init__(self, registry: WorkerRegistry, config: CoordinatorConfig) -> None:
+        self.registry = registry
+        self.config = config
+
+    @translate_errors
+    async def Register(self, request, context):
+        info = request.worker
+        parse_worker_info(info)  # reject a malformed registration before dialing anyone
+        await self._check_reachable(info.endpoint)
+        await self.registry.add(info)
+        return v1.RegisterResponse(
+            heartbeat_interval_s=self.config.heartbeat_interval_s, ttl_s=self.config.worker_ttl_s
+        )
+
+    async def _check_reachable(self, endpoint: str) -> None:
+        from shardnet.rpc import channel
+
+        async with channel(endpoint) as ch:
+            try:
+                reply = await pb_grpc.GRPCInferenceServiceStub(ch).ServerReady(
+                    pb.ServerReadyRequest(), timeout=3.0
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise Unavailable(
+                    f"the coordinator cannot reach your endpoint {endpoint}: {exc.code().name}"
+                ) from None
+        if not reply.ready:
+            raise Unavailable(f"worker at {endpoint} says it is not ready")
+
+    @translate_errors
+    async def Heartbeat(self, request, context):
+        return v1.HeartbeatResponse(known=self.registry.heartbeat(request.worker_id))
+
+    @translate_errors
+    async def ListWorkers(self, request, context):
+        return v1.ListWorkersResponse(workers=self.registry.status())
+
+
+async def _expire_loop(registry: WorkerRegistry, period_s: float) -> None:
+    while True:
+        await asyncio.sleep(period_s)
+        await registry.expire()
+
+
+async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> None:
+    """Serve until `stop` is set, then shut down gracefully."""
+    registry = WorkerRegistry(ttl_s=config.worker_ttl_s, ewma_alpha=config.ewma_alpha)
+    server = create_server()
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(registry, config), server)
+    v1_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(registry, config), server)
+    port = bind(server, config.host, config.port)
+    await server.start()
+    address = f"{config.host}:{port}"
+    log.info("coordinator serving on %s", address)
+    announce_ready(config.ready_file, address=address)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            expiry = tg.create_task(
+                _expire_loop(registry, config.worker_ttl_s / 4), name="coordinator.expire"
+            )
+            await stop.wait()
+            expiry.cancel()
+    finally:
+        await server.stop(grace=2.0)
+        await registry.close()

@@ -1,0 +1,1 @@
+"""The worker node: serves ONNX models over the Open Inference Protocol and joins a coordinator."""

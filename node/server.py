@@ -1,0 +1,117 @@
+"""The worker's GRPCInferenceService: validates each request against the model's signature
+and runs it on onnxruntime in a bounded pool of threads."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+from shardnet.node.models import LoadedModel, ModelRepository
+
+import shardnet
+from shardnet.errors import InvalidRequest, ModelNotFound, Overloaded
+from shardnet.protocol import inference_pb2 as pb
+from shardnet.protocol import inference_pb2_grpc as pb_grpc
+from shardnet.protocol.tensors import add_outputs, decode_request_inputs, set_param
+from shardnet.rpc import translate_errors
+from shardnet.signature import select_outputs, validate_inputs
+from shardnet.stats import ModelStats
+
+# onnxruntime reports bad input values (e.g. an index out of range) with this class.
+_OrtInvalidArgument = ort_state.InvalidArgument
+
+
+class WorkerServicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, repo: ModelRepository, *, max_concurrency: int, max_queue: int) -> None:
+        self.repo = repo
+        self.stats = ModelStats()
+        self.max_queue = max_queue
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="onnxruntime")
+        self._waiting = 0
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    @translate_errors
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=True)
+
+    @translate_errors
+    async def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=True)
+
+    @translate_errors
+    async def ModelReady(self, request, context):
+        try:
+            self.repo.get(request.name, request.version)
+        except ModelNotFound:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=True)
+
+    @translate_errors
+    async def ServerMetadata(self, request, context):
+        return pb.ServerMetadataResponse(name="shardnet-worker", version=shardnet.__version__)
+
+    @translate_errors
+    async def ModelMetadata(self, request, context):
+        return self.repo.get(request.name, request.version).signature.to_metadata()
+
+    @translate_errors
+    async def ModelStatistics(self, request, context):
+        return self.stats.to_proto(request.name, request.version)
+
+    @translate_errors
+    async def ModelInfer(self, request, context):
+        started = time.perf_counter_ns()
+        model = self.repo.get(request.model_name, request.model_version)
+        sig = model.signature
+        try:
+            arrays = decode_request_inputs(request)
+            rows = validate_inputs(sig, arrays)
+            names = select_outputs(sig, [o.name for o in request.outputs])
+            results, compute_ns = await self._run(model, arrays, names)
+        except BaseException:
+            self.stats.record(
+                sig.name, sig.sha256, ok=False, duration_ns=time.perf_counter_ns() - started
+            )
+            raise
+        response = pb.ModelInferResponse(
+            model_name=sig.name, model_version=sig.sha256, id=request.id
+        )
+        add_outputs(response, zip(names, results, strict=True))
+        set_param(response.parameters, "shardnet.compute_ns", compute_ns)
+        self.stats.record(
+            sig.name,
+            sig.sha256,
+            ok=True,
+            rows=rows or 1,
+            compute_ns=compute_ns,
+            duration_ns=time.perf_counter_ns() - started,
+        )
+        return response
+
+    async def _run(self, model: LoadedModel, arrays, names) -> tuple[list, int]:
+        if self._slots.locked() and self._waiting >= self.max_queue:
+            raise Overloaded(
+                f"worker queue is full ({self._waiting} requests waiting); retry later"
+            )
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            loop = asyncio.get_running_loop()
+            t0 = time.perf_counter_ns()
+            try:
+                results = await loop.run_in_executor(self._pool, model.run, arrays, names)
+            except _OrtInvalidArgument as exc:
+                raise InvalidRequest(
+                    f"model {model.signature.name!r} rejected the input: {exc}"
+                ) from exc
+            return results, time.perf_counter_ns() - t0
+        finally:
+            self._slots.release()

@@ -1,0 +1,74 @@
+"""Running a worker: load models, probe hardware, serve, and stay joined to a coordinator."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+
+from shardnet.node.hardware import choose_providers, probe
+from shardnet.node.join import stay_registered
+from shardnet.node.models import ModelRepository, session_options
+from shardnet.node.server import WorkerServicer
+
+from shardnet.config import WorkerConfig
+from shardnet.protocol import inference_pb2_grpc as pb_grpc
+from shardnet.protocol import shardnet_v1_pb2 as v1
+from shardnet.rpc import announce_ready, bind, create_server
+
+log = logging.getLogger(__name__)
+
+
+async def run_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
+    """Serve until `stop` is set, then shut down gracefully."""
+    providers = choose_providers(config.providers)
+    opts = session_options(config.intra_op_threads, config.graph_optimization)
+    repo = ModelRepository.load_dir(config.models_dir, opts, providers)
+    hardware = probe(providers, config.intra_op_threads)
+    servicer = WorkerServicer(
+        repo, max_concurrency=config.max_concurrency, max_queue=config.max_queue
+    )
+    server = create_server()
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    port = bind(server, config.host, config.port)
+    await server.start()
+    worker_id = config.worker_id or f"worker-{secrets.token_hex(4)}"
+    endpoint = f"{config.advertise_host or config.host}:{port}"
+    info = v1.WorkerInfo(
+        worker_id=worker_id,
+        endpoint=endpoint,
+        hardware=hardware,
+        models=[
+            v1.ModelInfo(
+                name=m.signature.name,
+                sha256=m.signature.sha256,
+                metadata=m.signature.to_metadata(),
+            )
+            for m in repo
+        ],
+        max_concurrency=config.max_concurrency,
+    )
+    log.info(
+        "worker %s serving %d model(s) on %s with %s",
+        worker_id,
+        len(info.models),
+        endpoint,
+        ", ".join(providers),
+    )
+    announce_ready(config.ready_file, address=endpoint, worker_id=worker_id)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            join = None
+            if config.coordinator:
+                join = tg.create_task(
+                    stay_registered(
+                        config.coordinator, info, call_timeout_s=config.register_timeout_s
+                    ),
+                    name=f"worker[{worker_id}].join",
+                )
+            await stop.wait()
+            if join is not None:
+                join.cancel()
+    finally:
+        await server.stop(grace=2.0)
+        servicer.close()

@@ -1,0 +1,3 @@
+"""shardnet: a decentralized inference network."""
+
+__version__ = "0.1.0"

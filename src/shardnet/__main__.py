@@ -1,0 +1,5 @@
+import sys
+
+from shardnet.cli import main
+
+sys.exit(main())

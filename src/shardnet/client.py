@@ -1,0 +1,148 @@
+"""A small Python SDK for submitting jobs to a coordinator (or straight to a worker).
+
+with Client("127.0.0.1:8001") as client:
+    result = client.infer("mlp", {"x": x})
+    result.outputs["logits"]
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from shardnet.errors import InvalidRequest, RemoteError
+from shardnet.protocol import JOB_ID_PARAM, SHARDS_PARAM
+from shardnet.protocol import inference_pb2 as pb
+from shardnet.protocol import inference_pb2_grpc as pb_grpc
+from shardnet.protocol import shardnet_v1_pb2 as v1
+from shardnet.protocol import shardnet_v1_pb2_grpc as v1_grpc
+from shardnet.protocol.tensors import add_inputs, decode_response_outputs, param_value
+from shardnet.rpc import GRPC_OPTIONS
+from shardnet.signature import ModelSignature
+
+# Large inputs are sent as several requests of about this many bytes each.
+DEFAULT_REQUEST_BYTES = 32 * 2**20
+
+
+@dataclass
+class InferResult:
+    outputs: dict[str, np.ndarray]
+    job_ids: list[str] = field(default_factory=list)
+    # What the coordinator reported for each shard (worker, rows, attempts, ms), per request.
+    shards: list[dict] = field(default_factory=list)
+
+
+def _remote(exc: grpc.RpcError) -> RemoteError:
+    return RemoteError(exc.code(), exc.details() or "")
+
+
+class Client:
+    def __init__(self, address: str, *, timeout_s: float = 300.0) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self._channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
+        self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, method, request, timeout: float | None = None):
+        try:
+            return method(request, timeout=timeout or self.timeout_s)
+        except grpc.RpcError as exc:
+            raise _remote(exc) from None
+
+    def live(self, timeout_s: float = 5.0) -> bool:
+        return self._call(self._stub.ServerLive, pb.ServerLiveRequest(), timeout_s).live
+
+    def ready(self, timeout_s: float = 5.0) -> bool:
+        return self._call(self._stub.ServerReady, pb.ServerReadyRequest(), timeout_s).ready
+
+    def signature(self, model: str, version: str = "") -> ModelSignature:
+        md = self._call(
+            self._stub.ModelMetadata, pb.ModelMetadataRequest(name=model, version=version)
+        )
+        return ModelSignature.from_metadata(md, md.versions[0] if md.versions else "")
+
+    def workers(self) -> Sequence[v1.WorkerStatus]:
+        stub = v1_grpc.CoordinatorStub(self._channel)
+        return self._call(stub.ListWorkers, v1.ListWorkersRequest()).workers
+
+    def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        outputs: Sequence[str] = (),
+        version: str = "",
+        batch_rows: int | None = None,
+        max_in_flight: int = 2,
+        progress: Callable[[int], None] | None = None,
+    ) -> InferResult:
+        """Run `model` on `inputs`. Inputs with many rows are split along dim 0 into
+        requests of `batch_rows` rows (default: about 32 MiB each), up to `max_in_flight`
+        at a time; `progress(rows_done)` is called as each completes."""
+        arrays = {k: np.asarray(v) for k, v in inputs.items()}
+        if not arrays:
+            raise InvalidRequest("no inputs given")
+        rows = {a.shape[0] if a.ndim else None for a in arrays.values()}
+        chunks: list[tuple[int, int]] | None = None
+        if len(rows) == 1 and None not in rows:
+            (total,) = rows
+            if batch_rows is None:
+                row_bytes = sum(a[:1].nbytes for a in arrays.values()) or 1
+                batch_rows = max(1, DEFAULT_REQUEST_BYTES // row_bytes)
+            if total > batch_rows:
+                chunks = [(s, min(s + batch_rows, total)) for s in range(0, total, batch_rows)]
+        if chunks is None:
+            chunks = [(0, -1)]  # one request, inputs as given
+
+        def request_for(start: int, stop: int) -> pb.ModelInferRequest:
+            req = pb.ModelInferRequest(model_name=model, model_version=version)
+            add_inputs(req, arrays if stop < 0 else {k: a[start:stop] for k, a in arrays.items()})
+            for name in outputs:
+                req.outputs.add(name=name)
+            return req
+
+        result = InferResult(outputs={})
+        parts: list[dict[str, np.ndarray]] = []
+        pending: deque = deque()
+        todo = deque(chunks)
+        while todo or pending:
+            while todo and len(pending) < max(1, max_in_flight):
+                start, stop = todo.popleft()
+                future = self._stub.ModelInfer.future(
+                    request_for(start, stop), timeout=self.timeout_s
+                )
+                pending.append((start, stop, future))
+            start, stop, future = pending.popleft()
+            try:
+                response = future.result()
+            except grpc.RpcError as exc:
+                for *_, other in pending:
+                    other.cancel()
+                raise _remote(exc) from None
+            parts.append(decode_response_outputs(response))
+            params = response.parameters
+            if JOB_ID_PARAM in params:
+                result.job_ids.append(str(param_value(params[JOB_ID_PARAM])))
+            if SHARDS_PARAM in params:
+                result.shards.extend(json.loads(str(param_value(params[SHARDS_PARAM]))))
+            if progress is not None:
+                progress(stop - start if stop >= 0 else 1)
+        if len(parts) == 1:
+            result.outputs = {k: np.array(v) for k, v in parts[0].items()}
+        else:
+            result.outputs = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return result

@@ -1,0 +1,164 @@
+"""One config model per process. Values come from, in increasing precedence: the model's
+defaults, a TOML file (`--config`, section named after the process), `SHARDNET_<FIELD>`
+environment variables, and command-line flags. The flags are generated from the model, so
+every field is documented once, in its `description`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shardnet.errors import ShardnetError
+
+ENV_PREFIX = "SHARDNET_"
+
+
+class ConfigError(ShardnetError):
+    """A config value is missing or invalid."""
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WorkerConfig(_Config):
+    models_dir: Path = Field(description="folder of *.onnx models to serve (name = file stem)")
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(0, ge=0, le=65535, description="port to listen on (0 = any free port)")
+    advertise_host: str | None = Field(
+        None, description="host the coordinator should dial (default: --host)"
+    )
+    coordinator: str | None = Field(
+        None, description="coordinator host:port to register with (omit to serve standalone)"
+    )
+    worker_id: str | None = Field(None, description="name of this worker (default: random)")
+    intra_op_threads: int = Field(
+        0, ge=0, description="onnxruntime intra-op threads per session (0 = onnxruntime default)"
+    )
+    max_concurrency: int = Field(2, ge=1, description="shards computed at the same time")
+    max_queue: int = Field(
+        64, ge=0, description="shards waiting beyond max_concurrency before RESOURCE_EXHAUSTED"
+    )
+    providers: list[str] = Field(
+        default_factory=list,
+        description="onnxruntime execution providers in priority order "
+        "(default: CUDA if present, then CPU)",
+    )
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="onnxruntime graph optimization level"
+    )
+    register_timeout_s: float = Field(
+        5.0, gt=0, description="timeout of each call to the coordinator"
+    )
+    ready_file: Path | None = Field(
+        None,
+        description="write {address, ...} as JSON here once serving (used by devnet and tests)",
+    )
+
+
+class CoordinatorConfig(_Config):
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8001, ge=0, le=65535, description="port to listen on (0 = any free port)")
+    shards_per_worker: int = Field(
+        2, ge=1, description="shards in flight per worker for one job (pipelining)"
+    )
+    min_shard_rows: int = Field(8, ge=1, description="smallest shard worth sending on its own")
+    shard_timeout_s: float = Field(
+        60.0, gt=0, description="longest wait for one shard attempt before re-sending it elsewhere"
+    )
+    min_shard_timeout_s: float = Field(
+        5.0, gt=0, description="shortest straggler timeout, however fast the worker is measured"
+    )
+    straggler_slack: float = Field(
+        8.0, ge=1, description="a shard taking this many times its expected time is re-sent"
+    )
+    max_attempts: int = Field(4, ge=1, description="attempts per shard across workers")
+    job_timeout_s: float = Field(300.0, gt=0, description="deadline of a job whose client set none")
+    max_jobs: int = Field(
+        64, ge=1, description="jobs in progress at once; more get RESOURCE_EXHAUSTED"
+    )
+    heartbeat_interval_s: float = Field(1.0, gt=0, description="how often workers heartbeat")
+    worker_ttl_s: float = Field(4.0, gt=0, description="a worker silent for this long is dropped")
+    ewma_alpha: float = Field(
+        0.3, gt=0, le=1, description="weight of the newest throughput sample in the EWMA"
+    )
+    ready_file: Path | None = Field(
+        None,
+        description="write {address, ...} as JSON here once serving (used by devnet and tests)",
+    )
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _base_type(annotation: Any) -> Any:
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else str
+    return annotation
+
+
+def add_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
+    """Add one flag per field; unset flags stay absent from the namespace (SUPPRESS)."""
+    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML config file")
+    for name, field in model.model_fields.items():
+        base = _base_type(field.annotation)
+        default = (
+            ""
+            if field.is_required()
+            else f" (default: {field.get_default(call_default_factory=True)})"
+        )
+        kwargs: dict[str, Any] = {
+            "dest": name,
+            "default": argparse.SUPPRESS,
+            "help": (field.description or "") + default,
+        }
+        if base is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(base) is list:
+            kwargs["action"] = "append"
+            kwargs["metavar"] = "VALUE"
+        elif typing.get_origin(base) is Literal:
+            kwargs["choices"] = typing.get_args(base)
+        else:
+            kwargs["metavar"] = name.upper()
+        parser.add_argument(_flag(name), **kwargs)
+
+
+def resolve(
+    model: type[_Config],
+    section: str,
+    args: argparse.Namespace,
+    environ: typing.Mapping[str, str] | None = None,
+) -> Any:
+    """Build the config model from file, environment and flags (later wins)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    config_file = getattr(args, "config", None)
+    if config_file is not None:
+        try:
+            data = tomllib.loads(Path(config_file).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
+        values.update(data.get(section, {}))
+    for name, field in model.model_fields.items():
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            is_list = typing.get_origin(_base_type(field.annotation)) is list
+            values[name] = [v for v in raw.split(",") if v] if is_list else raw
+    values.update({k: v for k, v in vars(args).items() if k in model.model_fields})
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{_flag(str(e['loc'][0])) if e['loc'] else section}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid {section} config: {problems}") from exc

@@ -1,0 +1,164 @@
+"""Starting shardnet processes on loopback and stopping them for sure: used by
+`shardnet devnet`, the tests and the benchmarks, so all three run the same topology."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shardnet.client import Client
+from shardnet.errors import ShardnetError
+
+
+class LaunchError(ShardnetError):
+    """A child process did not come up."""
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+    info: dict = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return self.info["address"]
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.alive():
+            self.popen.send_signal(sig)
+            if sig == signal.SIGKILL:
+                self.popen.wait()
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within `grace_s`."""
+        if not self.alive():
+            return
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+
+
+def spawn(
+    name: str,
+    args: Sequence[str],
+    workdir: Path,
+    *,
+    ready_timeout_s: float = 60.0,
+    env: dict[str, str] | None = None,
+) -> Process:
+    """Start `python -m shardnet ARGS --ready-file F` and wait until it writes F (or dies,
+    or the deadline passes)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    ready = workdir / f"{name}.ready.json"
+    ready.unlink(missing_ok=True)
+    log_path = workdir / f"{name}.log"
+    with open(log_path, "ab") as log:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "shardnet", *args, "--ready-file", str(ready)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,  # Ctrl-C in the terminal reaches us, and we stop children
+        )
+    proc = Process(name, popen, log_path)
+    deadline = time.monotonic() + ready_timeout_s
+    while not ready.exists():
+        if not proc.alive():
+            raise LaunchError(f"{name} exited with {popen.returncode}:\n{proc.log_tail()}")
+        if time.monotonic() > deadline:
+            proc.stop()
+            raise LaunchError(f"{name} not ready after {ready_timeout_s:.0f}s:\n{proc.log_tail()}")
+        time.sleep(0.02)
+    proc.info = json.loads(ready.read_text())
+    return proc
+
+
+@dataclass
+class LocalNetwork:
+    """A coordinator and workers as child processes on 127.0.0.1."""
+
+    workdir: Path
+    models_dir: Path
+    coordinator: Process | None = None
+    workers: list[Process] = field(default_factory=list)
+    _counter: int = 0
+
+    def start_coordinator(self, *extra: str) -> Process:
+        self.coordinator = spawn(
+            "coordinator", ["coordinator", "--port", "0", *extra], self.workdir
+        )
+        return self.coordinator
+
+    def start_worker(self, *extra: str, name: str | None = None) -> Process:
+        assert self.coordinator is not None, "start the coordinator first"
+        self._counter += 1
+        name = name or f"worker-{self._counter}"
+        proc = spawn(
+            name,
+            [
+                "worker",
+                "--models-dir",
+                str(self.models_dir),
+                "--port",
+                "0",
+                "--coordinator",
+                self.coordinator.address,
+                "--worker-id",
+                name,
+                *extra,
+            ],
+            self.workdir,
+        )
+        self.workers.append(proc)
+        return proc
+
+    def wait_for_workers(self, count: int, timeout_s: float = 30.0) -> None:
+        """Block until the coordinator lists exactly `count` live workers."""
+        assert self.coordinator is not None
+        deadline = time.monotonic() + timeout_s
+        with Client(self.coordinator.address) as client:
+            while True:
+                live = [w for w in client.workers() if w.live]
+                if len(live) == count:
+                    return
+                if time.monotonic() > deadline:
+                    raise LaunchError(
+                        f"coordinator lists {len(live)} live workers, expected {count}"
+                    )
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        for proc in [*self.workers, *([self.coordinator] if self.coordinator else [])]:
+            proc.stop()
+
+    def __enter__(self) -> LocalNetwork:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,5 @@
+"""Wire formats: generated Open Inference Protocol / shardnet.v1 stubs and the tensor codec."""
+
+# Response parameters the coordinator adds to ModelInfer responses (stock clients ignore them).
+JOB_ID_PARAM = "shardnet.job_id"
+SHARDS_PARAM = "shardnet.shards"  # JSON list: one {shard, rows, worker, attempts, ms} per shard

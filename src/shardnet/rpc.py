@@ -1,0 +1,83 @@
+"""gRPC plumbing shared by the worker and the coordinator: options, error translation,
+server start-up and readiness announcement."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from shardnet.errors import RemoteError, ShardnetError
+
+log = logging.getLogger(__name__)
+
+# tritonclient sends messages up to INT32_MAX; accept the same.
+MAX_MESSAGE_BYTES = 2**31 - 1
+GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
+
+R = TypeVar("R")
+
+
+def translate_errors(
+    method: Callable[..., Awaitable[R]],
+) -> Callable[..., Awaitable[R]]:
+    """Decorator for grpc.aio servicer methods: a ShardnetError becomes its gRPC status with
+    its message; anything unexpected becomes INTERNAL (logged with its traceback) instead of
+    an opaque UNKNOWN. The server keeps serving either way."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+        try:
+            return await method(self, request, context)
+        except ShardnetError as exc:
+            await context.abort(
+                exc.code, str(exc) if not isinstance(exc, RemoteError) else exc.details
+            )
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # broad on purpose: a bug must not look like a client error
+            log.exception("%s failed", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc!r}")
+        raise AssertionError("unreachable")  # context.abort always raises
+
+    return wrapper
+
+
+def remote_error(exc: grpc.aio.AioRpcError) -> RemoteError:
+    return RemoteError(exc.code(), exc.details() or "")
+
+
+def create_server() -> grpc.aio.Server:
+    return grpc.aio.server(options=GRPC_OPTIONS)
+
+
+def channel(target: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(target, options=GRPC_OPTIONS)
+
+
+def bind(server: grpc.aio.Server, host: str, port: int) -> int:
+    """Bind a port (0 = any free one) and return the port actually bound."""
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise ShardnetError(f"cannot listen on {host}:{port} (in use or not permitted)")
+    return bound
+
+
+def announce_ready(ready_file: Path | None, **info: Any) -> None:
+    """Write `info` as JSON to `ready_file` atomically, so a parent process waiting for the
+    file sees either nothing or the whole record."""
+    if ready_file is None:
+        return
+    ready_file = Path(ready_file)
+    tmp = ready_file.with_name(ready_file.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(info))
+    tmp.replace(ready_file)
