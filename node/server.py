@@ -24,13 +24,21 @@ _OrtInvalidArgument = ort_state.InvalidArgument
 
 
 class WorkerServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, repo: ModelRepository, *, max_concurrency: int, max_queue: int) -> None:
+    def __init__(
+        self,
+        repo: ModelRepository,
+        *,
+        max_concurrency: int,
+        max_queue: int,
+        fault_delay_s: float = 0.0,
+    ) -> None:
         self.repo = repo
         self.stats = ModelStats()
         self.max_queue = max_queue
         self._slots = asyncio.Semaphore(max_concurrency)
         self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="onnxruntime")
         self._waiting = 0
+        self.fault_delay_s = fault_delay_s
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -98,6 +106,8 @@ class WorkerServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise Overloaded(
                 f"worker queue is full ({self._waiting} requests waiting); retry later"
             )
+        if self.fault_delay_s:
+            await asyncio.sleep(self.fault_delay_s)  # fault injection: act as a straggler
         self._waiting += 1
         try:
             await self._slots.acquire()

@@ -26,8 +26,13 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
     repo = ModelRepository.load_dir(config.models_dir, opts, providers)
     hardware = probe(providers, config.intra_op_threads)
     servicer = WorkerServicer(
-        repo, max_concurrency=config.max_concurrency, max_queue=config.max_queue
+        repo,
+        max_concurrency=config.max_concurrency,
+        max_queue=config.max_queue,
+        fault_delay_s=config.fault_delay_s,
     )
+    if config.fault_delay_s:
+        log.warning("FAULT INJECTION: holding every shard %.1fs", config.fault_delay_s)
     server = create_server()
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     port = bind(server, config.host, config.port)

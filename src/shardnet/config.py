@@ -54,6 +54,12 @@ class WorkerConfig(_Config):
     graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
         "all", description="onnxruntime graph optimization level"
     )
+    fault_delay_s: float = Field(
+        0.0,
+        ge=0,
+        description="FAULT INJECTION for tests and demos: hold every shard this long "
+        "before computing it (a straggler)",
+    )
     register_timeout_s: float = Field(
         5.0, gt=0, description="timeout of each call to the coordinator"
     )
