@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -35,7 +36,7 @@ def test_job_on_three_workers_equals_in_process_onnxruntime(network, reference):
     assert {s["worker"] for s in result.shards} == {"worker-1", "worker-2", "worker-3"}
     covered = sorted(tuple(s["rows"]) for s in result.shards)
     assert covered[0][0] == 0 and covered[-1][1] == 3000
-    assert all(a[1] == b[0] for a, b in zip(covered, covered[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(covered))
 
 
 def test_large_input_is_split_into_several_requests(network, reference):
