@@ -73,7 +73,7 @@ class CoordinatorConfig(_Config):
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8001, ge=0, le=65535, description="port to listen on (0 = any free port)")
     shards_per_worker: int = Field(
-        2, ge=1, description="shards in flight per worker for one job (pipelining)"
+        4, ge=1, description="shards in flight per worker for one job (pipelining)"
     )
     min_shard_rows: int = Field(8, ge=1, description="smallest shard worth sending on its own")
     shard_timeout_s: float = Field(
