@@ -71,12 +71,17 @@ def main() -> None:
         two = network_wall(tmp / "net2", tmp / "models", 2, x, expected, args.repeats)
 
     mb = x.nbytes / 2**20
-    print(f"model: MLP {MODEL['d_in']}->{MODEL['hidden']}x{MODEL['depth']}->{MODEL['d_out']}, "
-          f"batch {args.rows} rows ({mb:.1f} MiB in), median of {args.repeats} runs, "
-          f"1 intra-op thread per worker")
+    print(
+        f"model: MLP {MODEL['d_in']}->{MODEL['hidden']}x{MODEL['depth']}->{MODEL['d_out']}, "
+        f"batch {args.rows} rows ({mb:.1f} MiB in), median of {args.repeats} runs, "
+        f"1 intra-op thread per worker"
+    )
     print(f"{'setup':<34} {'wall s':>8} {'rows/s':>10}")
-    for label, wall in [("in-process onnxruntime", local), ("coordinator + 1 worker", one),
-                        ("coordinator + 2 workers", two)]:
+    for label, wall in [
+        ("in-process onnxruntime", local),
+        ("coordinator + 1 worker", one),
+        ("coordinator + 2 workers", two),
+    ]:
         print(f"{label:<34} {wall:>8.3f} {args.rows / wall:>10,.0f}")
     print(f"1 worker / in-process wall:       {one / local:.3f}x  (goal <= 1.10)")
     print(f"2 workers / 1 worker throughput:  {one / two:.3f}x  (goal >= 1.85)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 
 from shardnet.node.hardware import choose_providers, probe
 from shardnet.node.join import stay_registered
@@ -17,6 +18,16 @@ from shardnet.protocol import shardnet_v1_pb2 as v1
 from shardnet.rpc import announce_ready, bind, create_server
 
 log = logging.getLogger(__name__)
+
+
+def advertised_host(config: WorkerConfig) -> str:
+    """The host the coordinator should dial: --advertise-host, else --host, else (when
+    listening on every interface, as in a container) this machine's hostname."""
+    if config.advertise_host:
+        return config.advertise_host
+    if config.host in ("0.0.0.0", "::", ""):
+        return socket.gethostname()
+    return config.host
 
 
 async def run_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
@@ -38,7 +49,7 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
     port = bind(server, config.host, config.port)
     await server.start()
     worker_id = config.worker_id or f"worker-{secrets.token_hex(4)}"
-    endpoint = f"{config.advertise_host or config.host}:{port}"
+    endpoint = f"{advertised_host(config)}:{port}"
     info = v1.WorkerInfo(
         worker_id=worker_id,
         endpoint=endpoint,

@@ -33,7 +33,9 @@ class WorkerConfig(_Config):
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(0, ge=0, le=65535, description="port to listen on (0 = any free port)")
     advertise_host: str | None = Field(
-        None, description="host the coordinator should dial (default: --host)"
+        None,
+        description="host the coordinator should dial (default: --host, or the hostname "
+        "when --host is 0.0.0.0)",
     )
     coordinator: str | None = Field(
         None, description="coordinator host:port to register with (omit to serve standalone)"
