@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import NewType, TypeVar
 
 WorkerId = NewType("WorkerId", str)
@@ -34,7 +35,7 @@ def _check_weights(weights: Mapping[K, float]) -> None:
             raise ValueError(f"weight of {key!r} must be finite and >= 0, got {w}")
 
 
-def apportion(total: int, weights: Mapping[K, float]) -> dict[K, int]:
+def apportion(total: int, weights: Mapping[K, float] | Mapping[K, int]) -> dict[K, int]:
     """Split `total` items in proportion to `weights` (largest-remainder method).
 
     The counts sum to `total` exactly and each is within 1 of its exact share
@@ -48,7 +49,9 @@ def apportion(total: int, weights: Mapping[K, float]) -> dict[K, int]:
         raise ValueError("at least one weight must be positive")
     if not total:
         return {k: 0 for k in weights}
-    exact = {k: total * w / weight_sum for k, w in weights.items()}
+    # Exact rational arithmetic: floats would lose rows (or wei) once totals pass 2**53.
+    frac_sum = sum(Fraction(w) for w in weights.values())
+    exact = {k: total * Fraction(w) / frac_sum for k, w in weights.items()}
     counts = {k: math.floor(x) for k, x in exact.items()}
     left = total - sum(counts.values())
     order = list(weights)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from shardnet.protocol import inference_pb2 as shardnet_dot_protocol_dot_inference__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#shardnet/protocol/shardnet_v1.proto\x12\x0bshardnet.v1\x1a!shardnet/protocol/inference.proto\")\n\x03Gpu\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x04\"\x9d\x01\n\x08Hardware\x12\x11\n\tcpu_model\x18\x01 \x01(\t\x12\x11\n\tcpu_count\x18\x02 \x01(\r\x12\x18\n\x10intra_op_threads\x18\x03 \x01(\r\x12\x14\n\x0cmemory_bytes\x18\x04 \x01(\x04\x12\x1b\n\x13\x65xecution_providers\x18\x05 \x03(\t\x12\x1e\n\x04gpus\x18\x06 \x03(\x0b\x32\x10.shardnet.v1.Gpu\"]\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x32\n\x08metadata\x18\x03 \x01(\x0b\x32 .inference.ModelMetadataResponse\"\x9b\x01\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\'\n\x08hardware\x18\x03 \x01(\x0b\x32\x15.shardnet.v1.Hardware\x12&\n\x06models\x18\x04 \x03(\x0b\x32\x16.shardnet.v1.ModelInfo\x12\x17\n\x0fmax_concurrency\x18\x05 \x01(\r\":\n\x0fRegisterRequest\x12\'\n\x06worker\x18\x01 \x01(\x0b\x32\x17.shardnet.v1.WorkerInfo\"?\n\x10RegisterResponse\x12\x1c\n\x14heartbeat_interval_s\x18\x01 \x01(\x01\x12\r\n\x05ttl_s\x18\x02 \x01(\x01\"%\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"\"\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\"\x14\n\x12ListWorkersRequest\"\x8d\x02\n\x0cWorkerStatus\x12%\n\x04info\x18\x01 \x01(\x0b\x32\x17.shardnet.v1.WorkerInfo\x12\x0c\n\x04live\x18\x02 \x01(\x08\x12\x1f\n\x17seconds_since_heartbeat\x18\x03 \x01(\x01\x12\x45\n\x0frows_per_second\x18\x04 \x03(\x0b\x32,.shardnet.v1.WorkerStatus.RowsPerSecondEntry\x12\x13\n\x0bshards_done\x18\x05 \x01(\x04\x12\x15\n\rshards_failed\x18\x06 \x01(\x04\x1a\x34\n\x12RowsPerSecondEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"A\n\x13ListWorkersResponse\x12*\n\x07workers\x18\x01 \x03(\x0b\x32\x19.shardnet.v1.WorkerStatus2\xfa\x01\n\x0b\x43oordinator\x12I\n\x08Register\x12\x1c.shardnet.v1.RegisterRequest\x1a\x1d.shardnet.v1.RegisterResponse\"\x00\x12L\n\tHeartbeat\x12\x1d.shardnet.v1.HeartbeatRequest\x1a\x1e.shardnet.v1.HeartbeatResponse\"\x00\x12R\n\x0bListWorkers\x12\x1f.shardnet.v1.ListWorkersRequest\x1a .shardnet.v1.ListWorkersResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#shardnet/protocol/shardnet_v1.proto\x12\x0bshardnet.v1\x1a!shardnet/protocol/inference.proto\")\n\x03Gpu\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x04\"\x9d\x01\n\x08Hardware\x12\x11\n\tcpu_model\x18\x01 \x01(\t\x12\x11\n\tcpu_count\x18\x02 \x01(\r\x12\x18\n\x10intra_op_threads\x18\x03 \x01(\r\x12\x14\n\x0cmemory_bytes\x18\x04 \x01(\x04\x12\x1b\n\x13\x65xecution_providers\x18\x05 \x03(\t\x12\x1e\n\x04gpus\x18\x06 \x03(\x0b\x32\x10.shardnet.v1.Gpu\"]\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x32\n\x08metadata\x18\x03 \x01(\x0b\x32 .inference.ModelMetadataResponse\"\xdb\x01\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\'\n\x08hardware\x18\x03 \x01(\x0b\x32\x15.shardnet.v1.Hardware\x12&\n\x06models\x18\x04 \x03(\x0b\x32\x16.shardnet.v1.ModelInfo\x12\x17\n\x0fmax_concurrency\x18\x05 \x01(\r\x12\x15\n\rchain_address\x18\x06 \x01(\t\x12\x10\n\x08peer_key\x18\x07 \x01(\x0c\x12\x15\n\raddress_proof\x18\x08 \x01(\x0c\":\n\x0fRegisterRequest\x12\'\n\x06worker\x18\x01 \x01(\x0b\x32\x17.shardnet.v1.WorkerInfo\"?\n\x10RegisterResponse\x12\x1c\n\x14heartbeat_interval_s\x18\x01 \x01(\x01\x12\r\n\x05ttl_s\x18\x02 \x01(\x01\"%\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"\"\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\"\x14\n\x12ListWorkersRequest\"\x8d\x02\n\x0cWorkerStatus\x12%\n\x04info\x18\x01 \x01(\x0b\x32\x17.shardnet.v1.WorkerInfo\x12\x0c\n\x04live\x18\x02 \x01(\x08\x12\x1f\n\x17seconds_since_heartbeat\x18\x03 \x01(\x01\x12\x45\n\x0frows_per_second\x18\x04 \x03(\x0b\x32,.shardnet.v1.WorkerStatus.RowsPerSecondEntry\x12\x13\n\x0bshards_done\x18\x05 \x01(\x04\x12\x15\n\rshards_failed\x18\x06 \x01(\x04\x1a\x34\n\x12RowsPerSecondEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"A\n\x13ListWorkersResponse\x12*\n\x07workers\x18\x01 \x03(\x0b\x32\x19.shardnet.v1.WorkerStatus\"G\n\x0cQuoteRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x04\"\x99\x01\n\rQuoteResponse\x12\x11\n\tprice_wei\x18\x01 \x01(\t\x12\x1b\n\x13\x63oordinator_address\x18\x02 \x01(\t\x12\x16\n\x0e\x65scrow_address\x18\x03 \x01(\t\x12\x10\n\x08\x63hain_id\x18\x04 \x01(\x04\x12\x16\n\x0emin_deadline_s\x18\x05 \x01(\x04\x12\x16\n\x0epayment_policy\x18\x06 \x01(\t\"-\n\x14GetSettlementRequest\x12\x15\n\rescrow_job_id\x18\x01 \x01(\t\"5\n\x07Payment\x12\x16\n\x0eworker_address\x18\x01 \x01(\t\x12\x12\n\namount_wei\x18\x02 \x01(\t\"\xfb\x01\n\nSettlement\x12\x15\n\rescrow_job_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0f\n\x07tx_hash\x18\x04 \x01(\t\x12\x10\n\x08gas_used\x18\x05 \x01(\x04\x12&\n\x08payments\x18\x06 \x03(\x0b\x32\x14.shardnet.v1.Payment\x12\x1b\n\x13\x63oordinator_fee_wei\x18\x07 \x01(\t\x12\x12\n\ncharge_wei\x18\x08 \x01(\t\x12\x14\n\x0cresults_root\x18\t \x01(\t\x12\x10\n\x08\x61ttempts\x18\n \x01(\r\x12\x12\n\nlast_error\x18\x0b \x01(\t2\x8b\x03\n\x0b\x43oordinator\x12I\n\x08Register\x12\x1c.shardnet.v1.RegisterRequest\x1a\x1d.shardnet.v1.RegisterResponse\"\x00\x12L\n\tHeartbeat\x12\x1d.shardnet.v1.HeartbeatRequest\x1a\x1e.shardnet.v1.HeartbeatResponse\"\x00\x12R\n\x0bListWorkers\x12\x1f.shardnet.v1.ListWorkersRequest\x1a .shardnet.v1.ListWorkersResponse\"\x00\x12@\n\x05Quote\x12\x19.shardnet.v1.QuoteRequest\x1a\x1a.shardnet.v1.QuoteResponse\"\x00\x12M\n\rGetSettlement\x12!.shardnet.v1.GetSettlementRequest\x1a\x17.shardnet.v1.Settlement\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,23 +41,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELINFO']._serialized_start=290
   _globals['_MODELINFO']._serialized_end=383
   _globals['_WORKERINFO']._serialized_start=386
-  _globals['_WORKERINFO']._serialized_end=541
-  _globals['_REGISTERREQUEST']._serialized_start=543
-  _globals['_REGISTERREQUEST']._serialized_end=601
-  _globals['_REGISTERRESPONSE']._serialized_start=603
-  _globals['_REGISTERRESPONSE']._serialized_end=666
-  _globals['_HEARTBEATREQUEST']._serialized_start=668
-  _globals['_HEARTBEATREQUEST']._serialized_end=705
-  _globals['_HEARTBEATRESPONSE']._serialized_start=707
-  _globals['_HEARTBEATRESPONSE']._serialized_end=741
-  _globals['_LISTWORKERSREQUEST']._serialized_start=743
-  _globals['_LISTWORKERSREQUEST']._serialized_end=763
-  _globals['_WORKERSTATUS']._serialized_start=766
-  _globals['_WORKERSTATUS']._serialized_end=1035
-  _globals['_WORKERSTATUS_ROWSPERSECONDENTRY']._serialized_start=983
-  _globals['_WORKERSTATUS_ROWSPERSECONDENTRY']._serialized_end=1035
-  _globals['_LISTWORKERSRESPONSE']._serialized_start=1037
-  _globals['_LISTWORKERSRESPONSE']._serialized_end=1102
-  _globals['_COORDINATOR']._serialized_start=1105
-  _globals['_COORDINATOR']._serialized_end=1355
+  _globals['_WORKERINFO']._serialized_end=605
+  _globals['_REGISTERREQUEST']._serialized_start=607
+  _globals['_REGISTERREQUEST']._serialized_end=665
+  _globals['_REGISTERRESPONSE']._serialized_start=667
+  _globals['_REGISTERRESPONSE']._serialized_end=730
+  _globals['_HEARTBEATREQUEST']._serialized_start=732
+  _globals['_HEARTBEATREQUEST']._serialized_end=769
+  _globals['_HEARTBEATRESPONSE']._serialized_start=771
+  _globals['_HEARTBEATRESPONSE']._serialized_end=805
+  _globals['_LISTWORKERSREQUEST']._serialized_start=807
+  _globals['_LISTWORKERSREQUEST']._serialized_end=827
+  _globals['_WORKERSTATUS']._serialized_start=830
+  _globals['_WORKERSTATUS']._serialized_end=1099
+  _globals['_WORKERSTATUS_ROWSPERSECONDENTRY']._serialized_start=1047
+  _globals['_WORKERSTATUS_ROWSPERSECONDENTRY']._serialized_end=1099
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=1101
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=1166
+  _globals['_QUOTEREQUEST']._serialized_start=1168
+  _globals['_QUOTEREQUEST']._serialized_end=1239
+  _globals['_QUOTERESPONSE']._serialized_start=1242
+  _globals['_QUOTERESPONSE']._serialized_end=1395
+  _globals['_GETSETTLEMENTREQUEST']._serialized_start=1397
+  _globals['_GETSETTLEMENTREQUEST']._serialized_end=1442
+  _globals['_PAYMENT']._serialized_start=1444
+  _globals['_PAYMENT']._serialized_end=1497
+  _globals['_SETTLEMENT']._serialized_start=1500
+  _globals['_SETTLEMENT']._serialized_end=1751
+  _globals['_COORDINATOR']._serialized_start=1754
+  _globals['_COORDINATOR']._serialized_end=2149
 # @@protoc_insertion_point(module_scope)

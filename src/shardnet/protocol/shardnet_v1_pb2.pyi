@@ -42,18 +42,24 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., metadata: _Optional[_Union[_inference_pb2.ModelMetadataResponse, _Mapping]] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("worker_id", "endpoint", "hardware", "models", "max_concurrency")
+    __slots__ = ("worker_id", "endpoint", "hardware", "models", "max_concurrency", "chain_address", "peer_key", "address_proof")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     HARDWARE_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PEER_KEY_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_PROOF_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     endpoint: str
     hardware: Hardware
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     max_concurrency: int
-    def __init__(self, worker_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., hardware: _Optional[_Union[Hardware, _Mapping]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., max_concurrency: _Optional[int] = ...) -> None: ...
+    chain_address: str
+    peer_key: bytes
+    address_proof: bytes
+    def __init__(self, worker_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., hardware: _Optional[_Union[Hardware, _Mapping]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., max_concurrency: _Optional[int] = ..., chain_address: _Optional[str] = ..., peer_key: _Optional[bytes] = ..., address_proof: _Optional[bytes] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
     __slots__ = ("worker",)
@@ -113,3 +119,69 @@ class ListWorkersResponse(_message.Message):
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     workers: _containers.RepeatedCompositeFieldContainer[WorkerStatus]
     def __init__(self, workers: _Optional[_Iterable[_Union[WorkerStatus, _Mapping]]] = ...) -> None: ...
+
+class QuoteRequest(_message.Message):
+    __slots__ = ("model_name", "model_version", "rows")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    rows: int
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., rows: _Optional[int] = ...) -> None: ...
+
+class QuoteResponse(_message.Message):
+    __slots__ = ("price_wei", "coordinator_address", "escrow_address", "chain_id", "min_deadline_s", "payment_policy")
+    PRICE_WEI_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ESCROW_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    MIN_DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_POLICY_FIELD_NUMBER: _ClassVar[int]
+    price_wei: str
+    coordinator_address: str
+    escrow_address: str
+    chain_id: int
+    min_deadline_s: int
+    payment_policy: str
+    def __init__(self, price_wei: _Optional[str] = ..., coordinator_address: _Optional[str] = ..., escrow_address: _Optional[str] = ..., chain_id: _Optional[int] = ..., min_deadline_s: _Optional[int] = ..., payment_policy: _Optional[str] = ...) -> None: ...
+
+class GetSettlementRequest(_message.Message):
+    __slots__ = ("escrow_job_id",)
+    ESCROW_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    escrow_job_id: str
+    def __init__(self, escrow_job_id: _Optional[str] = ...) -> None: ...
+
+class Payment(_message.Message):
+    __slots__ = ("worker_address", "amount_wei")
+    WORKER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_WEI_FIELD_NUMBER: _ClassVar[int]
+    worker_address: str
+    amount_wei: str
+    def __init__(self, worker_address: _Optional[str] = ..., amount_wei: _Optional[str] = ...) -> None: ...
+
+class Settlement(_message.Message):
+    __slots__ = ("escrow_job_id", "job_id", "status", "tx_hash", "gas_used", "payments", "coordinator_fee_wei", "charge_wei", "results_root", "attempts", "last_error")
+    ESCROW_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TX_HASH_FIELD_NUMBER: _ClassVar[int]
+    GAS_USED_FIELD_NUMBER: _ClassVar[int]
+    PAYMENTS_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_FEE_WEI_FIELD_NUMBER: _ClassVar[int]
+    CHARGE_WEI_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_ROOT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    escrow_job_id: str
+    job_id: str
+    status: str
+    tx_hash: str
+    gas_used: int
+    payments: _containers.RepeatedCompositeFieldContainer[Payment]
+    coordinator_fee_wei: str
+    charge_wei: str
+    results_root: str
+    attempts: int
+    last_error: str
+    def __init__(self, escrow_job_id: _Optional[str] = ..., job_id: _Optional[str] = ..., status: _Optional[str] = ..., tx_hash: _Optional[str] = ..., gas_used: _Optional[int] = ..., payments: _Optional[_Iterable[_Union[Payment, _Mapping]]] = ..., coordinator_fee_wei: _Optional[str] = ..., charge_wei: _Optional[str] = ..., results_root: _Optional[str] = ..., attempts: _Optional[int] = ..., last_error: _Optional[str] = ...) -> None: ...

@@ -52,6 +52,16 @@ class CoordinatorStub(object):
                 request_serializer=shardnet_dot_protocol_dot_shardnet__v1__pb2.ListWorkersRequest.SerializeToString,
                 response_deserializer=shardnet_dot_protocol_dot_shardnet__v1__pb2.ListWorkersResponse.FromString,
                 _registered_method=True)
+        self.Quote = channel.unary_unary(
+                '/shardnet.v1.Coordinator/Quote',
+                request_serializer=shardnet_dot_protocol_dot_shardnet__v1__pb2.QuoteRequest.SerializeToString,
+                response_deserializer=shardnet_dot_protocol_dot_shardnet__v1__pb2.QuoteResponse.FromString,
+                _registered_method=True)
+        self.GetSettlement = channel.unary_unary(
+                '/shardnet.v1.Coordinator/GetSettlement',
+                request_serializer=shardnet_dot_protocol_dot_shardnet__v1__pb2.GetSettlementRequest.SerializeToString,
+                response_deserializer=shardnet_dot_protocol_dot_shardnet__v1__pb2.Settlement.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer(object):
@@ -78,6 +88,20 @@ class CoordinatorServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Quote(self, request, context):
+        """The price of a job before the client opens its escrow, and where to pay.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSettlement(self, request, context):
+        """What the coordinator settled (or will settle) for an escrowed job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +119,16 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.ListWorkers,
                     request_deserializer=shardnet_dot_protocol_dot_shardnet__v1__pb2.ListWorkersRequest.FromString,
                     response_serializer=shardnet_dot_protocol_dot_shardnet__v1__pb2.ListWorkersResponse.SerializeToString,
+            ),
+            'Quote': grpc.unary_unary_rpc_method_handler(
+                    servicer.Quote,
+                    request_deserializer=shardnet_dot_protocol_dot_shardnet__v1__pb2.QuoteRequest.FromString,
+                    response_serializer=shardnet_dot_protocol_dot_shardnet__v1__pb2.QuoteResponse.SerializeToString,
+            ),
+            'GetSettlement': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSettlement,
+                    request_deserializer=shardnet_dot_protocol_dot_shardnet__v1__pb2.GetSettlementRequest.FromString,
+                    response_serializer=shardnet_dot_protocol_dot_shardnet__v1__pb2.Settlement.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +215,60 @@ class Coordinator(object):
             '/shardnet.v1.Coordinator/ListWorkers',
             shardnet_dot_protocol_dot_shardnet__v1__pb2.ListWorkersRequest.SerializeToString,
             shardnet_dot_protocol_dot_shardnet__v1__pb2.ListWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Quote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardnet.v1.Coordinator/Quote',
+            shardnet_dot_protocol_dot_shardnet__v1__pb2.QuoteRequest.SerializeToString,
+            shardnet_dot_protocol_dot_shardnet__v1__pb2.QuoteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSettlement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardnet.v1.Coordinator/GetSettlement',
+            shardnet_dot_protocol_dot_shardnet__v1__pb2.GetSettlementRequest.SerializeToString,
+            shardnet_dot_protocol_dot_shardnet__v1__pb2.Settlement.FromString,
             options,
             channel_credentials,
             insecure,

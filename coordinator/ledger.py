@@ -1,0 +1,173 @@
+"""The coordinator's durable record of settlements, in SQLite (WAL).
+
+A settlement row is written (`running`) when a paid job is accepted, so one escrow cannot
+pay for two jobs; it becomes `pending` with its payouts when the job ends, and `settled`
+once the transaction has landed. A coordinator that restarts finds its `pending` rows and
+sends them again; the contract refuses a second settle, so nothing is paid twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from shardnet.errors import ShardnetError
+
+RUNNING, PENDING, SETTLED, FAILED = "running", "pending", "settled", "failed"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS settlements (
+    escrow_job_id   TEXT PRIMARY KEY,          -- 0x hex of the bytes32 job id on chain
+    job_id          TEXT NOT NULL,             -- the coordinator's job id
+    status          TEXT NOT NULL CHECK (status IN ('running', 'pending', 'settled', 'failed')),
+    charge_wei      TEXT NOT NULL DEFAULT '0',
+    workers         TEXT NOT NULL DEFAULT '[]',  -- JSON list of addresses
+    amounts         TEXT NOT NULL DEFAULT '[]',  -- JSON list of decimal wei strings
+    coordinator_fee TEXT NOT NULL DEFAULT '0',
+    results_root    TEXT NOT NULL DEFAULT '',
+    tx_hash         TEXT,
+    gas_used        INTEGER,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS settlements_status ON settlements (status);
+"""
+
+
+class EscrowAlreadyUsed(ShardnetError):
+    """The escrow job id already paid (or is paying) for another job."""
+
+
+@dataclass(frozen=True)
+class SettlementRow:
+    escrow_job_id: str
+    job_id: str
+    status: str
+    charge_wei: int
+    workers: tuple[str, ...]
+    amounts: tuple[int, ...]
+    coordinator_fee: int
+    results_root: str
+    tx_hash: str | None
+    gas_used: int | None
+    attempts: int
+    last_error: str | None
+
+
+class Ledger:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._db = sqlite3.connect(self.path, isolation_level=None)  # autocommit; BEGIN explicit
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a settled payment must survive power loss
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def reserve(self, escrow_job_id: str, job_id: str) -> None:
+        """Claim an escrow for a job; fails if the escrow was claimed before."""
+        now = time.time()
+        try:
+            self._db.execute(
+                "INSERT INTO settlements (escrow_job_id, job_id, status, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (escrow_job_id, job_id, RUNNING, now, now),
+            )
+        except sqlite3.IntegrityError:
+            raise EscrowAlreadyUsed(
+                f"escrow job {escrow_job_id} already paid for another job; open a new one"
+            ) from None
+
+    def release(self, escrow_job_id: str) -> None:
+        """Forget a reservation whose job never started (e.g. rejected input)."""
+        self._db.execute(
+            "DELETE FROM settlements WHERE escrow_job_id = ? AND status = ?",
+            (escrow_job_id, RUNNING),
+        )
+
+    def finish(
+        self,
+        escrow_job_id: str,
+        *,
+        charge_wei: int,
+        workers: list[str],
+        amounts: list[int],
+        coordinator_fee: int,
+        results_root: str,
+    ) -> None:
+        """Record the payouts of a finished job; from now on it must land on chain."""
+        self._db.execute(
+            "UPDATE settlements SET status = ?, charge_wei = ?, workers = ?, amounts = ?,"
+            " coordinator_fee = ?, results_root = ?, updated_at = ?"
+            " WHERE escrow_job_id = ? AND status = ?",
+            (
+                PENDING,
+                str(charge_wei),
+                json.dumps(workers),
+                json.dumps([str(a) for a in amounts]),
+                str(coordinator_fee),
+                results_root,
+                time.time(),
+                escrow_job_id,
+                RUNNING,
+            ),
+        )
+
+    def settled(self, escrow_job_id: str, tx_hash: str | None, gas_used: int | None) -> None:
+        self._db.execute(
+            "UPDATE settlements SET status = ?, tx_hash = ?, gas_used = ?, last_error = NULL,"
+            " updated_at = ? WHERE escrow_job_id = ?",
+            (SETTLED, tx_hash, gas_used, time.time(), escrow_job_id),
+        )
+
+    def attempt_failed(self, escrow_job_id: str, error: str) -> None:
+        self._db.execute(
+            "UPDATE settlements SET attempts = attempts + 1, last_error = ?, updated_at = ?"
+            " WHERE escrow_job_id = ?",
+            (error, time.time(), escrow_job_id),
+        )
+
+    def failed(self, escrow_job_id: str, error: str) -> None:
+        self._db.execute(
+            "UPDATE settlements SET status = ?, attempts = attempts + 1, last_error = ?,"
+            " updated_at = ? WHERE escrow_job_id = ?",
+            (FAILED, error, time.time(), escrow_job_id),
+        )
+
+    def get(self, escrow_job_id: str) -> SettlementRow | None:
+        rows = self._select("WHERE escrow_job_id = ?", (escrow_job_id,))
+        return rows[0] if rows else None
+
+    def with_status(self, status: str) -> list[SettlementRow]:
+        return self._select("WHERE status = ? ORDER BY created_at", (status,))
+
+    def _select(self, where: str, args: tuple) -> list[SettlementRow]:
+        cursor = self._db.execute(
+            "SELECT escrow_job_id, job_id, status, charge_wei, workers, amounts,"
+            " coordinator_fee, results_root, tx_hash, gas_used, attempts, last_error"
+            f" FROM settlements {where}",
+            args,
+        )
+        return [
+            SettlementRow(
+                r[0],
+                r[1],
+                r[2],
+                int(r[3]),
+                tuple(json.loads(r[4])),
+                tuple(int(a) for a in json.loads(r[5])),
+                int(r[6]),
+                r[7],
+                r[8],
+                r[9],
+                r[10],
+                r[11],
+            )
+            for r in cursor.fetchall()
+        ]
