@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
-from shardnet.coordinator.registry import Worker, WorkerRegistry
 
 from shardnet.config import CoordinatorConfig
+from shardnet.coordinator.registry import Worker, WorkerRegistry
 from shardnet.errors import InvalidRequest, ShardnetError, Unavailable
 from shardnet.protocol import inference_pb2 as pb
 from shardnet.protocol.tensors import decode_raw, to_raw

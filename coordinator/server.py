@@ -10,11 +10,11 @@ import time
 import uuid
 
 import grpc
-from shardnet.coordinator.jobs import Job, JobRunner
-from shardnet.coordinator.registry import WorkerRegistry, parse_worker_info
 
 import shardnet
 from shardnet.config import CoordinatorConfig
+from shardnet.coordinator.jobs import Job, JobRunner
+from shardnet.coordinator.registry import WorkerRegistry, parse_worker_info
 from shardnet.errors import DeadlineExceeded, InvalidRequest, ModelNotFound, Overloaded, Unavailable
 from shardnet.protocol import JOB_ID_PARAM, SHARDS_PARAM
 from shardnet.protocol import inference_pb2 as pb

@@ -8,10 +8,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
-from shardnet.node.models import LoadedModel, ModelRepository
 
 import shardnet
 from shardnet.errors import InvalidRequest, ModelNotFound, Overloaded
+from shardnet.node.models import LoadedModel, ModelRepository
 from shardnet.protocol import inference_pb2 as pb
 from shardnet.protocol import inference_pb2_grpc as pb_grpc
 from shardnet.protocol.tensors import add_outputs, decode_request_inputs, set_param

@@ -7,12 +7,11 @@ import logging
 import secrets
 import socket
 
+from shardnet.config import WorkerConfig
 from shardnet.node.hardware import choose_providers, probe
 from shardnet.node.join import stay_registered
 from shardnet.node.models import ModelRepository, session_options
 from shardnet.node.server import WorkerServicer
-
-from shardnet.config import WorkerConfig
 from shardnet.protocol import inference_pb2_grpc as pb_grpc
 from shardnet.protocol import shardnet_v1_pb2 as v1
 from shardnet.rpc import announce_ready, bind, create_server
