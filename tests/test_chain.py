@@ -24,6 +24,7 @@ from shardnet.chain import (
     ChainUnavailable,
     Deployment,
     Receipt,
+    TxResult,
     TxReverted,
     deploy,
     find_binary,
@@ -371,6 +372,47 @@ def test_racing_settles_pay_once(dep):
     run(main())
 
 
+def test_revert_after_mining_is_decoded(dep):
+    """With automine off, two settles both pass estimation and land in one block; the
+    second reverts on chain and the error is recovered by replaying it."""
+
+    async def main():
+        worker = await fresh_worker(dep)
+        async with (
+            worker,
+            await Chain.connect(dep, CLIENT) as client,
+            await Chain.connect(dep, COORDINATOR) as coord,
+        ):
+            job = new_id()
+            await client.open_job(job, coord.address, await client.block_timestamp() + 600, 9, 9)
+            await client._dev_rpc("evm_setAutomine", [False])
+            try:
+                tasks = [
+                    asyncio.create_task(coord.settle(job, [worker.address], [4], 1, new_id()))
+                    for _ in range(2)
+                ]
+
+                async def pending() -> int:
+                    return int((await client._dev_rpc("txpool_status", []))["pending"], 16)
+
+                # Polling the node's pool: there is no local event to wait on.
+                async with asyncio.timeout(10):
+                    while await pending() < 2:  # noqa: ASYNC110
+                        await asyncio.sleep(0.02)
+                await client._dev_rpc("evm_mine", [])
+                results = await asyncio.gather(*tasks, return_exceptions=True)
+            finally:
+                await client._dev_rpc("evm_setAutomine", [True])
+            ok, err = results
+            assert isinstance(ok, TxResult), ok
+            assert isinstance(err, TxReverted), err
+            assert err.error_name == "JobNotOpen"
+            assert err.tx_hash is not None  # it was mined
+            assert await client.count_settlements(job) == 1
+
+    run(main())
+
+
 def test_slash_with_conflicting_receipts(dep):
     async def main():
         cheat_key = "0x" + Account.create().key.hex()
@@ -429,20 +471,21 @@ def test_slash_with_conflicting_receipts(dep):
 
 
 def test_settle_gas_by_worker_count(dep):
+    """Every payee fresh (worker, coordinator and client credit slots all new), as in the
+    contracts README's per-transaction table."""
+
     async def main():
         workers = [await fresh_worker(dep, fund=2 * ETH) for _ in range(10)]
         gas = {}
-        async with (
-            await Chain.connect(dep, CLIENT) as client,
-            await Chain.connect(dep, COORDINATOR) as coord,
-        ):
-            for n in (1, 3, 10):
+        for n in (1, 3, 10):
+            client = await fresh_worker(dep, fund=ETH, stake=None)
+            coord = await fresh_worker(dep, fund=ETH, stake=None)
+            async with client, coord:
                 job = new_id()
-                await client.open_job(
-                    job, coord.address, await client.block_timestamp() + 600, n, n
-                )
+                deadline = await client.block_timestamp() + 600
+                await client.open_job(job, coord.address, deadline, n + 1, n + 2)
                 addrs = [w.address for w in workers[:n]]
-                gas[n] = (await coord.settle(job, addrs, [1] * n, 0, new_id())).gas_used
+                gas[n] = (await coord.settle(job, addrs, [1] * n, 1, new_id())).gas_used
         for w in workers:
             await w.close()
         return gas
