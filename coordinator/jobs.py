@@ -38,6 +38,7 @@ class Job:
 class ShardOutcome:
     spec: ShardSpec
     worker: WorkerId
+    address: str  # the worker's chain address ("" without a chain)
     attempts: int
     seconds: float
     finished: float  # time.monotonic() at completion
@@ -173,7 +174,9 @@ class JobRunner:
                 continue
             worker.shards_done += 1
             now = time.monotonic()
-            return ShardOutcome(spec, worker.id, attempt, now - t0, now, outputs, raws)
+            return ShardOutcome(
+                spec, worker.id, worker.info.chain_address, attempt, now - t0, now, outputs, raws
+            )
         raise Unavailable(
             f"shard {spec.index} (rows {spec.start}..{spec.stop}) of job {job.job_id} failed "
             f"on every worker tried: {'; '.join(errors) or 'no live worker left'}"

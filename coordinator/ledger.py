@@ -119,6 +119,30 @@ class Ledger:
             ),
         )
 
+    def revise(
+        self,
+        escrow_job_id: str,
+        *,
+        workers: list[str],
+        amounts: list[int],
+        charge_wei: int,
+        note: str,
+    ) -> None:
+        """Change a pending settlement's payees (e.g. drop one that is no longer staked)."""
+        self._db.execute(
+            "UPDATE settlements SET workers = ?, amounts = ?, charge_wei = ?, last_error = ?,"
+            " updated_at = ? WHERE escrow_job_id = ? AND status = ?",
+            (
+                json.dumps(workers),
+                json.dumps([str(a) for a in amounts]),
+                str(charge_wei),
+                note,
+                time.time(),
+                escrow_job_id,
+                PENDING,
+            ),
+        )
+
     def settled(self, escrow_job_id: str, tx_hash: str | None, gas_used: int | None) -> None:
         self._db.execute(
             "UPDATE settlements SET status = ?, tx_hash = ?, gas_used = ?, last_error = NULL,"

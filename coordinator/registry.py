@@ -107,6 +107,11 @@ class WorkerRegistry:
             )
         return [w.id for w in dead]
 
+    async def remove(self, worker_id: WorkerId) -> None:
+        worker = self._workers.pop(worker_id, None)
+        if worker is not None:
+            await worker.channel.close()
+
     async def close(self) -> None:
         for worker in self._workers.values():
             await worker.channel.close()

@@ -12,17 +12,38 @@ import uuid
 import grpc
 
 import shardnet
+from shardnet.chain import Chain, ChainError, Deployment
 from shardnet.config import CoordinatorConfig
 from shardnet.coordinator.jobs import Job, JobRunner
+from shardnet.coordinator.ledger import Ledger
+from shardnet.coordinator.payments import (
+    EscrowRejected,
+    Payments,
+    PaymentTerms,
+)
 from shardnet.coordinator.registry import WorkerRegistry, parse_worker_info
-from shardnet.errors import DeadlineExceeded, InvalidRequest, ModelNotFound, Overloaded, Unavailable
-from shardnet.protocol import JOB_ID_PARAM, SHARDS_PARAM
+from shardnet.errors import (
+    DeadlineExceeded,
+    InvalidRequest,
+    ModelNotFound,
+    Overloaded,
+    ShardnetError,
+    Unavailable,
+)
+from shardnet.identity import (
+    Identity,
+    IdentityError,
+    read_passphrase,
+    recover_text_signer,
+    worker_claim,
+)
+from shardnet.protocol import ESCROW_PARAM, JOB_ID_PARAM, SHARDS_PARAM
 from shardnet.protocol import inference_pb2 as pb
 from shardnet.protocol import inference_pb2_grpc as pb_grpc
 from shardnet.protocol import shardnet_v1_pb2 as v1
 from shardnet.protocol import shardnet_v1_pb2_grpc as v1_grpc
-from shardnet.protocol.tensors import decode_request_inputs, set_param
-from shardnet.rpc import announce_ready, bind, create_server, translate_errors
+from shardnet.protocol.tensors import decode_request_inputs, param_value, set_param
+from shardnet.rpc import announce_ready, bind, channel, create_server, translate_errors
 from shardnet.signature import select_outputs, validate_inputs
 from shardnet.stats import ModelStats
 
@@ -30,9 +51,12 @@ log = logging.getLogger(__name__)
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, registry: WorkerRegistry, config: CoordinatorConfig) -> None:
+    def __init__(
+        self, registry: WorkerRegistry, config: CoordinatorConfig, payments: Payments
+    ) -> None:
         self.registry = registry
         self.config = config
+        self.payments = payments
         self.runner = JobRunner(registry, config)
         self.stats = ModelStats()
         self.active_jobs = 0
@@ -75,8 +99,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         arrays = decode_request_inputs(request)
         rows = validate_inputs(sig, arrays)
         names = select_outputs(sig, [o.name for o in request.outputs])
-        for key in request.parameters:
-            if key.startswith("shardnet."):
+        escrow_text = None
+        for key, value in request.parameters.items():
+            if key == ESCROW_PARAM:
+                escrow_text = str(param_value(value))
+            elif key.startswith("shardnet."):
                 raise InvalidRequest(f"unknown request parameter {key!r}")
         if self.active_jobs >= self.config.max_jobs:
             raise Overloaded(
@@ -90,23 +117,33 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             else min(remaining, self.config.job_timeout_s)
         )
         self.active_jobs += 1
+        escrow_id = None
         try:
+            escrow_id = await self.payments.admit(escrow_text, rows or 1, job.job_id)
             async with asyncio.timeout(deadline):
                 result = await self.runner.run(job)
-        except TimeoutError:
+        except BaseException as exc:
             self.stats.record(
                 sig.name, sig.sha256, ok=False, duration_ns=time.perf_counter_ns() - started
             )
-            raise DeadlineExceeded(
-                f"job {job.job_id} did not finish within {deadline:.1f}s"
-            ) from None
-        except BaseException:
-            self.stats.record(
-                sig.name, sig.sha256, ok=False, duration_ns=time.perf_counter_ns() - started
-            )
+            if escrow_id is not None:
+                self.payments.record(escrow_id, rows or 1, {}, [])  # owes nothing: refund now
+            if isinstance(exc, TimeoutError):
+                raise DeadlineExceeded(
+                    f"job {job.job_id} did not finish within {deadline:.1f}s"
+                ) from None
             raise
         finally:
             self.active_jobs -= 1
+        if escrow_id is not None:
+            rows_by_address: dict[str, int] = {}
+            for shard in result.shards:
+                rows_by_address[shard.address] = rows_by_address.get(shard.address, 0) + (
+                    shard.spec.rows if rows else 1
+                )
+            self.payments.record(
+                escrow_id, rows or 1, rows_by_address, [s.raws for s in result.shards]
+            )
         response = pb.ModelInferResponse(
             model_name=sig.name, model_version=sig.sha256, id=request.id
         )
@@ -114,6 +151,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             response.outputs.add(name=name, datatype=datatype, shape=shape)
             response.raw_output_contents.append(raw)
         set_param(response.parameters, JOB_ID_PARAM, job.job_id)
+        if escrow_id is not None:
+            set_param(response.parameters, ESCROW_PARAM, escrow_id)
         set_param(
             response.parameters, SHARDS_PARAM, json.dumps([s.summary() for s in result.shards])
         )
@@ -137,23 +176,42 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
 
 class CoordinatorServicer(v1_grpc.CoordinatorServicer):
-    def __init__(self, registry: WorkerRegistry, config: CoordinatorConfig) -> None:
+    def __init__(
+        self, registry: WorkerRegistry, config: CoordinatorConfig, payments: Payments
+    ) -> None:
         self.registry = registry
         self.config = config
+        self.payments = payments
 
     @translate_errors
     async def Register(self, request, context):
         info = request.worker
         parse_worker_info(info)  # reject a malformed registration before dialing anyone
+        if self.payments.enabled:
+            await self._check_paid_identity(info)
         await self._check_reachable(info.endpoint)
         await self.registry.add(info)
         return v1.RegisterResponse(
             heartbeat_interval_s=self.config.heartbeat_interval_s, ttl_s=self.config.worker_ttl_s
         )
 
-    async def _check_reachable(self, endpoint: str) -> None:
-        from shardnet.rpc import channel
+    async def _check_paid_identity(self, info: v1.WorkerInfo) -> None:
+        """Only a staked worker that proves it holds its address's key may take shards."""
+        if not info.chain_address or len(info.peer_key) != 32:
+            raise EscrowRejected(
+                "this coordinator pays workers on chain: "
+                "start the worker with --chain and --key-dir"
+            )
+        claim = worker_claim(info.worker_id, info.endpoint, info.chain_address, info.peer_key)
+        try:
+            signer = recover_text_signer(claim, info.address_proof)
+        except IdentityError as exc:
+            raise InvalidRequest(f"address_proof: {exc}") from None
+        if signer.lower() != info.chain_address.lower():
+            raise InvalidRequest(f"address_proof is not signed by {info.chain_address}")
+        await self.payments.check_worker(info.chain_address, info.peer_key)
 
+    async def _check_reachable(self, endpoint: str) -> None:
         async with channel(endpoint) as ch:
             try:
                 reply = await pb_grpc.GRPCInferenceServiceStub(ch).ServerReady(
@@ -174,6 +232,15 @@ class CoordinatorServicer(v1_grpc.CoordinatorServicer):
     async def ListWorkers(self, request, context):
         return v1.ListWorkersResponse(workers=self.registry.status())
 
+    @translate_errors
+    async def Quote(self, request, context):
+        self.registry.resolve(request.model_name, request.model_version)
+        return self.payments.quote(max(1, request.rows))
+
+    @translate_errors
+    async def GetSettlement(self, request, context):
+        return self.payments.settlement(request.escrow_job_id)
+
 
 async def _expire_loop(registry: WorkerRegistry, period_s: float) -> None:
     while True:
@@ -181,24 +248,77 @@ async def _expire_loop(registry: WorkerRegistry, period_s: float) -> None:
         await registry.expire()
 
 
+async def _stake_watch_loop(registry: WorkerRegistry, payments: Payments, period_s: float):
+    """Drop workers whose stake went away (unbonded, slashed below the minimum)."""
+    while True:
+        await asyncio.sleep(period_s)
+        for worker in registry.all():
+            try:
+                await payments.check_worker(worker.info.chain_address, worker.info.peer_key)
+            except EscrowRejected as exc:
+                log.warning("dropping worker %s: %s", worker.id, exc)
+                await registry.remove(worker.id)
+            except ShardnetError as exc:  # chain unreachable: keep the table as it is
+                log.warning("cannot re-check stakes: %s", exc)
+                break
+
+
+async def open_payments(config: CoordinatorConfig) -> Payments:
+    terms = PaymentTerms(
+        policy=config.payment_policy,
+        price_per_row_wei=config.price_per_row_wei,
+        fee_bps=config.fee_bps,
+        min_deadline_s=config.min_deadline_s,
+        settle_retry_s=config.settle_retry_s,
+    )
+    if config.chain is None:
+        return Payments(None, None, terms)
+    if config.key_dir is None:
+        raise ChainError("--chain needs --key-dir: the coordinator signs settlements")
+    identity = Identity.load(config.key_dir, read_passphrase(config.passphrase_file))
+    chain = await Chain.connect(Deployment.load(config.chain), identity.account.key)
+    return Payments(chain, Ledger(config.ledger), terms)
+
+
 async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> None:
     """Serve until `stop` is set, then shut down gracefully."""
+    payments = await open_payments(config)
     registry = WorkerRegistry(ttl_s=config.worker_ttl_s, ewma_alpha=config.ewma_alpha)
     server = create_server()
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(registry, config), server)
-    v1_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(registry, config), server)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+        InferenceServicer(registry, config, payments), server
+    )
+    v1_grpc.add_CoordinatorServicer_to_server(
+        CoordinatorServicer(registry, config, payments), server
+    )
     port = bind(server, config.host, config.port)
     await server.start()
     address = f"{config.host}:{port}"
-    log.info("coordinator serving on %s", address)
+    log.info(
+        "coordinator serving on %s%s",
+        address,
+        f", paid at {payments.chain.address}" if payments.chain else " (no chain)",
+    )
     announce_ready(config.ready_file, address=address)
     try:
         async with asyncio.TaskGroup() as tg:
-            expiry = tg.create_task(
-                _expire_loop(registry, config.worker_ttl_s / 4), name="coordinator.expire"
-            )
+            loops = [
+                tg.create_task(
+                    _expire_loop(registry, config.worker_ttl_s / 4), name="coordinator.expire"
+                )
+            ]
+            if payments.enabled:
+                loops.append(tg.create_task(payments.run_settler(), name="coordinator.settle"))
+                loops.append(
+                    tg.create_task(
+                        _stake_watch_loop(registry, payments, config.stake_check_s),
+                        name="coordinator.stake_watch",
+                    )
+                )
             await stop.wait()
-            expiry.cancel()
+            for loop in loops:
+                loop.cancel()
     finally:
         await server.stop(grace=2.0)
         await registry.close()
+        await payments.close()

@@ -7,7 +7,9 @@ import logging
 import secrets
 import socket
 
+from shardnet.chain import Chain, ChainError, Deployment
 from shardnet.config import WorkerConfig
+from shardnet.identity import Identity, read_passphrase, worker_claim
 from shardnet.node.hardware import choose_providers, probe
 from shardnet.node.join import stay_registered
 from shardnet.node.models import ModelRepository, session_options
@@ -27,6 +29,39 @@ def advertised_host(config: WorkerConfig) -> str:
     if config.host in ("0.0.0.0", "::", ""):
         return socket.gethostname()
     return config.host
+
+
+async def join_chain(config: WorkerConfig, info: v1.WorkerInfo) -> None:
+    """Load the node's keys, make sure its address is registered and staked (staking
+    --stake-wei if needed), and sign the claim the coordinator checks."""
+    if config.key_dir is None:
+        raise ChainError("--chain needs --key-dir: the worker is paid at its key's address")
+    identity = Identity.load(config.key_dir, read_passphrase(config.passphrase_file))
+    deployment = Deployment.load(config.chain)
+    async with await Chain.connect(deployment, identity.account.key) as chain:
+        if not await chain.is_registered(identity.address):
+            if config.stake_wei < deployment.min_stake_wei:
+                raise ChainError(
+                    f"{identity.address} is not registered; pass --stake-wei of at least "
+                    f"{deployment.min_stake_wei} to register and stake"
+                )
+            await chain.register(identity.peer_key, config.stake_wei)
+            log.info("registered %s on chain with stake %d wei", identity.address, config.stake_wei)
+        elif await chain.peer_key_of(identity.address) != identity.peer_key:
+            raise ChainError(f"{identity.address} is registered with another peer key")
+        stake = await chain.stake_of(identity.address)
+        if stake < deployment.min_stake_wei and config.stake_wei:
+            await chain.add_stake(deployment.min_stake_wei - stake)
+        if not await chain.is_staked(identity.address):
+            raise ChainError(
+                f"{identity.address} is not staked (stake {stake} wei, minimum "
+                f"{deployment.min_stake_wei}); pass --stake-wei or top up"
+            )
+    info.chain_address = identity.address
+    info.peer_key = identity.peer_key
+    info.address_proof = identity.sign_text(
+        worker_claim(info.worker_id, info.endpoint, identity.address, identity.peer_key)
+    )
 
 
 async def run_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
@@ -63,6 +98,8 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
         ],
         max_concurrency=config.max_concurrency,
     )
+    if config.chain is not None:
+        await join_chain(config, info)
     log.info(
         "worker %s serving %d model(s) on %s with %s",
         worker_id,

@@ -15,6 +15,8 @@ import numpy as np
 
 from shardnet.config import CoordinatorConfig, WorkerConfig, add_flags, resolve
 from shardnet.errors import ShardnetError
+from shardnet.wallet import add_commands as add_wallet_commands
+from shardnet.wallet import fmt_eth
 
 DEFAULT_COORDINATOR = "127.0.0.1:8001"
 
@@ -83,6 +85,16 @@ def cmd_submit(args) -> int:
 
     from shardnet.client import Client
 
+    payer = None
+    if args.pay:
+        from shardnet.chain import Deployment
+        from shardnet.client import Payer
+        from shardnet.identity import Identity, read_passphrase
+
+        if args.key_dir is None:
+            raise CliError("--pay needs --key-dir (create keys with `shardnet keys new`)")
+        identity = Identity.load(args.key_dir, read_passphrase(args.passphrase_file))
+        payer = Payer(Deployment.load(args.chain), identity.account.key)
     with Client(args.coordinator, timeout_s=args.timeout) as client:
         sig = client.signature(args.model, args.version)
         inputs = _load_inputs(args.input, [t.name for t in sig.inputs])
@@ -100,8 +112,10 @@ def cmd_submit(args) -> int:
                 version=args.version,
                 batch_rows=args.batch_rows,
                 progress=bar.update,
+                payer=payer,
             )
         wall = time.monotonic() - t0
+        settlements = [client.wait_settled(e) for e in result.escrow_jobs]
     out = args.output or args.input.with_name(args.input.stem + ".out.npz")
     _save_outputs(out, result.outputs)
     shapes = ", ".join(f"{k} {v.shape} {v.dtype}" for k, v in result.outputs.items())
@@ -111,6 +125,12 @@ def cmd_submit(args) -> int:
         f"{rows} rows in {wall:.2f}s over {len(result.job_ids)} request(s), "
         f"{len(result.shards)} shard(s) on {workers} worker(s)"
     )
+    for s in settlements:
+        print(
+            f"escrow {s.escrow_job_id}: {s.status}, charged {fmt_eth(int(s.charge_wei))}"
+            + (f", tx {s.tx_hash}" if s.tx_hash else "")
+            + (f" ({s.last_error})" if s.last_error else "")
+        )
     return 0
 
 
@@ -158,6 +178,7 @@ def cmd_devnet(args) -> int:
         workdir=args.dir,
         keep_running=args.keep_running,
         worker_args=worker_args,
+        chain=not args.no_chain,
     )
 
 
@@ -202,9 +223,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
     p.set_defaults(func=cmd_submit)
 
+    p.add_argument(
+        "--pay",
+        action="store_true",
+        help="open an escrow per request at the quoted price (needs --key-dir)",
+    )
+    p.add_argument(
+        "--chain",
+        type=Path,
+        default=Path("deployment.json"),
+        help="deployment JSON, with --pay (default: ./deployment.json)",
+    )
+    p.add_argument("--key-dir", type=Path, help="the client's keys, with --pay")
+    p.add_argument("--passphrase-file", type=Path, help="key passphrase file, with --pay")
+
     p = sub.add_parser("workers", help="list the workers a coordinator knows")
     p.add_argument("--coordinator", **coordinator_flag)
     p.set_defaults(func=cmd_workers)
+
+    add_wallet_commands(sub)
 
     p = sub.add_parser("demo-model", help="write the demo MLP (mlp.onnx) into a folder")
     p.add_argument("folder", type=Path)
@@ -220,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="onnxruntime threads per worker session (default: 1)",
     )
     p.add_argument("--dir", type=Path, help="keep models and logs here (default: a temp folder)")
+    p.add_argument("--no-chain", action="store_true", help="run without Anvil: unpaid jobs only")
     p.add_argument(
         "--keep-running",
         action="store_true",
@@ -234,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("web3").setLevel(logging.WARNING)
     # SIGTERM unwinds like Ctrl-C, so `finally` blocks stop child processes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:

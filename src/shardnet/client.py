@@ -7,7 +7,10 @@ with Client("127.0.0.1:8001") as client:
 
 from __future__ import annotations
 
+import asyncio
 import json
+import secrets
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,13 +18,14 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
+from shardnet.chain import Chain, Deployment
 from shardnet.errors import InvalidRequest, RemoteError
-from shardnet.protocol import JOB_ID_PARAM, SHARDS_PARAM
+from shardnet.protocol import ESCROW_PARAM, JOB_ID_PARAM, SHARDS_PARAM
 from shardnet.protocol import inference_pb2 as pb
 from shardnet.protocol import inference_pb2_grpc as pb_grpc
 from shardnet.protocol import shardnet_v1_pb2 as v1
 from shardnet.protocol import shardnet_v1_pb2_grpc as v1_grpc
-from shardnet.protocol.tensors import add_inputs, decode_response_outputs, param_value
+from shardnet.protocol.tensors import add_inputs, decode_response_outputs, param_value, set_param
 from shardnet.rpc import GRPC_OPTIONS
 from shardnet.signature import ModelSignature
 
@@ -35,6 +39,37 @@ class InferResult:
     job_ids: list[str] = field(default_factory=list)
     # What the coordinator reported for each shard (worker, rows, attempts, ms), per request.
     shards: list[dict] = field(default_factory=list)
+    # Escrow job ids (0x hex) that paid for the requests, when paying.
+    escrow_jobs: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Payer:
+    """Pays for requests: opens one escrow per request at the coordinator's quoted price."""
+
+    deployment: Deployment
+    private_key: bytes = field(repr=False)
+    # Extra time beyond the coordinator's minimum before the client may take a refund.
+    deadline_margin_s: int = 600
+
+    def open_escrow(self, quote: v1.QuoteResponse) -> str:
+        if not quote.coordinator_address:
+            raise InvalidRequest("the coordinator runs without a chain; submit without paying")
+        if quote.escrow_address.lower() != self.deployment.escrow.lower():
+            raise InvalidRequest(
+                f"the coordinator settles on escrow {quote.escrow_address}, "
+                f"the deployment file names {self.deployment.escrow}"
+            )
+        return asyncio.run(self._open(quote))
+
+    async def _open(self, quote: v1.QuoteResponse) -> str:
+        job_id = secrets.token_bytes(32)
+        price = int(quote.price_wei)
+        async with await Chain.connect(self.deployment, self.private_key) as chain:
+            now = await chain.block_timestamp()
+            deadline = now + quote.min_deadline_s + self.deadline_margin_s
+            await chain.open_job(job_id, quote.coordinator_address, deadline, price, price)
+        return "0x" + job_id.hex()
 
 
 def _remote(exc: grpc.RpcError) -> RemoteError:
@@ -79,6 +114,24 @@ class Client:
         stub = v1_grpc.CoordinatorStub(self._channel)
         return self._call(stub.ListWorkers, v1.ListWorkersRequest()).workers
 
+    def quote(self, model: str, rows: int, version: str = "") -> v1.QuoteResponse:
+        stub = v1_grpc.CoordinatorStub(self._channel)
+        request = v1.QuoteRequest(model_name=model, model_version=version, rows=rows)
+        return self._call(stub.Quote, request, 10)
+
+    def settlement(self, escrow_job: str) -> v1.Settlement:
+        stub = v1_grpc.CoordinatorStub(self._channel)
+        return self._call(stub.GetSettlement, v1.GetSettlementRequest(escrow_job_id=escrow_job), 10)
+
+    def wait_settled(self, escrow_job: str, timeout_s: float = 60.0) -> v1.Settlement:
+        """Poll until the coordinator's settlement of `escrow_job` landed (or failed)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            settlement = self.settlement(escrow_job)
+            if settlement.status in ("settled", "failed") or time.monotonic() > deadline:
+                return settlement
+            time.sleep(0.1)
+
     def infer(
         self,
         model: str,
@@ -89,10 +142,12 @@ class Client:
         batch_rows: int | None = None,
         max_in_flight: int = 2,
         progress: Callable[[int], None] | None = None,
+        payer: Payer | None = None,
     ) -> InferResult:
         """Run `model` on `inputs`. Inputs with many rows are split along dim 0 into
         requests of `batch_rows` rows (default: about 32 MiB each), up to `max_in_flight`
-        at a time; `progress(rows_done)` is called as each completes."""
+        at a time; `progress(rows_done)` is called as each completes. With a `payer`, each
+        request is paid through its own escrow, opened at the coordinator's quote."""
         arrays = {k: np.asarray(v) for k, v in inputs.items()}
         if not arrays:
             raise InvalidRequest("no inputs given")
@@ -107,15 +162,22 @@ class Client:
                 chunks = [(s, min(s + batch_rows, total)) for s in range(0, total, batch_rows)]
         if chunks is None:
             chunks = [(0, -1)]  # one request, inputs as given
+        whole_rows = rows.pop() if len(rows) == 1 and None not in rows else 1
+
+        result = InferResult(outputs={})
 
         def request_for(start: int, stop: int) -> pb.ModelInferRequest:
             req = pb.ModelInferRequest(model_name=model, model_version=version)
             add_inputs(req, arrays if stop < 0 else {k: a[start:stop] for k, a in arrays.items()})
             for name in outputs:
                 req.outputs.add(name=name)
+            if payer is not None:
+                quote = self.quote(model, stop - start if stop >= 0 else whole_rows, version)
+                escrow = payer.open_escrow(quote)
+                set_param(req.parameters, ESCROW_PARAM, escrow)
+                result.escrow_jobs.append(escrow)
             return req
 
-        result = InferResult(outputs={})
         parts: list[dict[str, np.ndarray]] = []
         pending: deque = deque()
         todo = deque(chunks)
@@ -140,7 +202,7 @@ class Client:
             if SHARDS_PARAM in params:
                 result.shards.extend(json.loads(str(param_value(params[SHARDS_PARAM]))))
             if progress is not None:
-                progress(stop - start if stop >= 0 else 1)
+                progress(stop - start if stop >= 0 else whole_rows)
         if len(parts) == 1:
             result.outputs = {k: np.array(v) for k, v in parts[0].items()}
         else:

@@ -56,6 +56,22 @@ class WorkerConfig(_Config):
     graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
         "all", description="onnxruntime graph optimization level"
     )
+    chain: Path | None = Field(
+        None,
+        description="deployment JSON of the contracts (from `shardnet chain`); enables payment",
+    )
+    key_dir: Path | None = Field(
+        None, description="folder with this node's encrypted keys (`shardnet keys new`)"
+    )
+    passphrase_file: Path | None = Field(
+        None, description="file holding the key passphrase (else $SHARDNET_PASSPHRASE or a prompt)"
+    )
+    stake_wei: int = Field(
+        0,
+        ge=0,
+        description="with --chain: register and stake this much if not staked yet "
+        "(0 = expect to be staked already)",
+    )
     fault_delay_s: float = Field(
         0.0,
         ge=0,
@@ -100,6 +116,35 @@ class CoordinatorConfig(_Config):
     ready_file: Path | None = Field(
         None,
         description="write {address, ...} as JSON here once serving (used by devnet and tests)",
+    )
+    chain: Path | None = Field(
+        None,
+        description="deployment JSON of the contracts (from `shardnet chain`); enables payment",
+    )
+    key_dir: Path | None = Field(
+        None, description="folder with this node's encrypted keys (`shardnet keys new`)"
+    )
+    passphrase_file: Path | None = Field(
+        None, description="file holding the key passphrase (else $SHARDNET_PASSPHRASE or a prompt)"
+    )
+    ledger: Path = Field(
+        Path("coordinator-ledger.sqlite"), description="SQLite file of settlements (with --chain)"
+    )
+    payment_policy: Literal["open", "required"] = Field(
+        "open",
+        description="open: requests without an escrow are served unpaid; "
+        "required: they get FAILED_PRECONDITION",
+    )
+    price_per_row_wei: int = Field(10**12, ge=0, description="price quoted per input row")
+    fee_bps: int = Field(500, ge=0, le=10_000, description="coordinator's share of each charge")
+    min_deadline_s: int = Field(
+        60, ge=1, description="an escrow must leave at least this long to settle"
+    )
+    settle_retry_s: float = Field(
+        2.0, gt=0, description="retry period of settlements while the chain is unreachable"
+    )
+    stake_check_s: float = Field(
+        15.0, gt=0, description="how often workers' stakes are re-checked on chain"
     )
 
 

@@ -1,19 +1,22 @@
-"""`shardnet devnet`: a coordinator and N workers on loopback, a demo job pushed through
-them, a summary printed, and every child process stopped on exit or Ctrl-C."""
+"""`shardnet devnet`: a local Anvil chain with the contracts, a coordinator and N staked
+workers on loopback, a paid demo job pushed through them, a summary printed (shards,
+settlement transaction, earnings), and every child process stopped on exit or Ctrl-C."""
 
 from __future__ import annotations
 
 import tempfile
 import time
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from shardnet.client import Client
+from shardnet.client import Client, Payer
 from shardnet.demo import demo_inputs, write_demo_model
-from shardnet.launch import LocalNetwork
+from shardnet.launch import DevAccounts, LocalNetwork
+from shardnet.wallet import fmt_eth, start_dev_chain
 
 
 def run_devnet(
@@ -23,48 +26,76 @@ def run_devnet(
     workdir: Path | None,
     keep_running: bool,
     worker_args: list[str],
+    chain: bool = True,
     out=print,
 ) -> int:
-    tmp = None
-    if workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="shardnet-devnet-")
-        workdir = Path(tmp.name)
-    workdir = Path(workdir).resolve()
-    models_dir = workdir / "models"
-    model_path = write_demo_model(models_dir)
-    out(f"demo model {model_path.name} written to {models_dir}")
-    try:
-        with LocalNetwork(workdir, models_dir) as net:
-            t0 = time.monotonic()
-            coordinator = net.start_coordinator()
-            out(f"coordinator  pid {coordinator.pid:>7}  {coordinator.address}")
-            for _ in range(workers):
-                w = net.start_worker(*worker_args)
-                out(f"{w.name:<12} pid {w.pid:>7}  {w.address}")
-            net.wait_for_workers(workers)
-            out(f"network up in {time.monotonic() - t0:.2f}s; logs in {workdir}")
+    with ExitStack() as stack:
+        if workdir is None:
+            workdir = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="shardnet-devnet-"))
+            )
+        workdir = Path(workdir).resolve()
+        models_dir = workdir / "models"
+        model_path = write_demo_model(models_dir)
+        out(f"demo model {model_path.name} written to {models_dir}")
+        t0 = time.monotonic()
 
-            inputs = demo_inputs(rows)
-            with Client(coordinator.address) as client:
-                t1 = time.monotonic()
-                result = client.infer("mlp", inputs)
-                wall = time.monotonic() - t1
-            expected = ort.InferenceSession(str(model_path)).run(None, inputs)
-            _print_summary(out, rows, wall, result, expected)
-            if keep_running:
-                out(
-                    f"\nnetwork running; submit jobs with:\n"
-                    f"  shardnet submit --coordinator {coordinator.address} mlp INPUT.npy\n"
-                    f"Ctrl-C stops it."
-                )
-                while all(p.alive() for p in [coordinator, *net.workers]):
-                    time.sleep(0.5)
-                out("a process exited; stopping the network")
-                return 1
-        out("all processes stopped")
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+        coordinator_args: list[str] = []
+        worker_chain_args: list[list[str]] = [[] for _ in range(workers)]
+        payer = None
+        names: dict[str, str] = {}
+        if chain:
+            anvil, deployment = start_dev_chain(workdir / "chain")
+            stack.callback(anvil.stop)
+            out(f"{'anvil':<12} pid {anvil.pid:>7}  {anvil.rpc_url}  escrow {deployment.escrow}")
+            accounts = DevAccounts(workdir, workdir / "chain" / "deployment.json")
+            key_dir, _ = accounts.create("coordinator")
+            coordinator_args = [
+                *accounts.node_args(key_dir),
+                "--ledger",
+                str(workdir / "ledger.sqlite"),
+            ]
+            for i in range(workers):
+                key_dir, identity = accounts.create(f"worker-{i + 1}")
+                names[identity.address] = f"worker-{i + 1}"
+                worker_chain_args[i] = [
+                    *accounts.node_args(key_dir),
+                    "--stake-wei",
+                    str(deployment.min_stake_wei),
+                ]
+            _, client_identity = accounts.create("client")
+            payer = Payer(deployment, client_identity.account.key)
+
+        net = stack.enter_context(LocalNetwork(workdir, models_dir))
+        coordinator = net.start_coordinator(*coordinator_args)
+        out(f"{'coordinator':<12} pid {coordinator.pid:>7}  {coordinator.address}")
+        for i in range(workers):
+            w = net.start_worker(*worker_args, *worker_chain_args[i])
+            out(f"{w.name:<12} pid {w.pid:>7}  {w.address}")
+        net.wait_for_workers(workers)
+        out(f"network up in {time.monotonic() - t0:.2f}s; logs in {workdir}")
+
+        inputs = demo_inputs(rows)
+        with Client(coordinator.address) as client:
+            t1 = time.monotonic()
+            result = client.infer("mlp", inputs, payer=payer)
+            wall = time.monotonic() - t1
+            settlements = [client.wait_settled(e) for e in result.escrow_jobs]
+        expected = ort.InferenceSession(str(model_path)).run(None, inputs)
+        _print_summary(out, rows, wall, result, expected)
+        for s in settlements:
+            _print_settlement(out, s, names)
+        if keep_running:
+            out(
+                f"\nnetwork running; submit jobs with:\n"
+                f"  shardnet submit --coordinator {coordinator.address} mlp INPUT.npy\n"
+                f"Ctrl-C stops it."
+            )
+            while all(p.alive() for p in [coordinator, *net.workers]):
+                time.sleep(0.5)
+            out("a process exited; stopping the network")
+            return 1
+    out("all processes stopped")
     return 0
 
 
@@ -92,4 +123,21 @@ def _print_summary(out, rows, wall, result, expected) -> None:
     out(
         f"outputs {', '.join(f'{n} {result.outputs[n].shape}' for n in names)}; "
         f"{'bit-identical to' if same else f'max |diff| {diff:.3g} vs'} in-process onnxruntime"
+    )
+
+
+def _print_settlement(out, s, names: dict[str, str]) -> None:
+    out(f"\nescrow {s.escrow_job_id}: charged {fmt_eth(int(s.charge_wei))}, {s.status}")
+    if s.tx_hash:
+        out(f"settlement tx {s.tx_hash} ({s.gas_used:,} gas)")
+    if s.last_error:
+        out(f"settlement note: {s.last_error}")
+    for p in s.payments:
+        out(
+            f"  {names.get(p.worker_address, p.worker_address):<12} {p.worker_address} "
+            f"earned {fmt_eth(int(p.amount_wei))}"
+        )
+    out(
+        f"  {'coordinator':<12} fee {fmt_eth(int(s.coordinator_fee_wei))}; "
+        "workers collect with `shardnet withdraw`"
     )

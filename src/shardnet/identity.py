@@ -96,6 +96,14 @@ class Identity:
         return bytes(self.account.sign_message(encode_defunct(text=text)).signature)
 
 
+def worker_claim(worker_id: str, endpoint: str, address: str, peer_key: bytes) -> str:
+    """The text a worker signs with its chain key when it registers with a coordinator."""
+    return (
+        f"shardnet worker {worker_id} at {endpoint} is paid at {address} "
+        f"with peer key {peer_key.hex()}"
+    )
+
+
 def recover_text_signer(text: str, signature: bytes) -> str:
     try:
         return Account.recover_message(encode_defunct(text=text), signature=signature)

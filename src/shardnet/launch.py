@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -13,8 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shardnet.chain import DEV_KEYS, Chain, Deployment
 from shardnet.client import Client
 from shardnet.errors import ShardnetError
+from shardnet.identity import Identity
 
 
 class LaunchError(ShardnetError):
@@ -162,3 +165,47 @@ class LocalNetwork:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+DEV_PASSPHRASE = "shardnet-devnet"  # throwaway keys of a local network only
+
+
+@dataclass
+class DevAccounts:
+    """Throwaway keys for a local network's nodes, funded from Anvil's first account."""
+
+    workdir: Path
+    deployment_file: Path
+
+    @property
+    def passphrase_file(self) -> Path:
+        path = self.workdir / "passphrase"
+        if not path.exists():
+            path.write_text(DEV_PASSPHRASE)
+            path.chmod(0o600)
+        return path
+
+    def create(self, name: str, fund_wei: int = 100 * 10**18) -> tuple[Path, Identity]:
+        key_dir = self.workdir / "keys" / name
+        if key_dir.exists():
+            identity = Identity.load(key_dir, DEV_PASSPHRASE)
+        else:
+            identity = Identity.create(key_dir, DEV_PASSPHRASE, kdf_n=2**14)
+        if fund_wei:
+            asyncio.run(self._fund(identity.address, fund_wei))
+        return key_dir, identity
+
+    async def _fund(self, address: str, wei: int) -> None:
+        async with await Chain.connect(Deployment.load(self.deployment_file), DEV_KEYS[0]) as chain:
+            await chain.transfer(address, wei)
+
+    def node_args(self, key_dir: Path) -> list[str]:
+        """The flags that put a coordinator or worker on this chain with these keys."""
+        return [
+            "--chain",
+            str(self.deployment_file),
+            "--key-dir",
+            str(key_dir),
+            "--passphrase-file",
+            str(self.passphrase_file),
+        ]

@@ -3,3 +3,4 @@
 # Response parameters the coordinator adds to ModelInfer responses (stock clients ignore them).
 JOB_ID_PARAM = "shardnet.job_id"
 SHARDS_PARAM = "shardnet.shards"  # JSON list: one {shard, rows, worker, attempts, ms} per shard
+ESCROW_PARAM = "shardnet.escrow_job"  # request parameter: 0x hex of the bytes32 escrow job id
