@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+
 from shardnet.errors import ShardnetError
 
 RUNNING, PENDING, SETTLED, FAILED = "running", "pending", "settled", "failed"
@@ -41,6 +43,8 @@ CREATE INDEX IF NOT EXISTS settlements_status ON settlements (status);
 
 class EscrowAlreadyUsed(ShardnetError):
     """The escrow job id already paid (or is paying) for another job."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 @dataclass(frozen=True)

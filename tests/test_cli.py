@@ -108,8 +108,10 @@ def test_devnet_runs_a_job_and_stops_every_process():
     assert done.returncode == 0, done.stdout + done.stderr
     assert "bit-identical to in-process onnxruntime" in done.stdout
     assert "rows per worker: worker-1" in done.stdout
+    assert re.search(r"settlement tx 0x[0-9a-f]{64} \([\d,]+ gas\)", done.stdout)
+    assert re.search(r"worker-1 +0x[0-9a-fA-F]{40} earned 0\.\d+ ETH", done.stdout)
     pids = [int(p) for p in re.findall(r"pid\s+(\d+)", done.stdout)]
-    assert len(pids) == 3
+    assert len(pids) == 4  # anvil, coordinator, 2 workers
     assert not any(pid_alive(p) for p in pids)
 
 
@@ -144,4 +146,4 @@ def test_devnet_ctrl_c_stops_every_process(tmp_path):
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=30)
     assert proc.returncode == 130
-    assert len(pids) == 3 and not any(pid_alive(p) for p in pids)
+    assert len(pids) == 4 and not any(pid_alive(p) for p in pids)
