@@ -485,6 +485,13 @@ class Chain:
         async with _boundary("getBalance"):
             return await self._w3.eth.get_balance(to_checksum_address(addr or self.address))
 
+    async def transaction_count(self, addr: str | None = None) -> int:
+        """Transactions an account has sent (its next nonce)."""
+        async with _boundary("getTransactionCount"):
+            return await self._w3.eth.get_transaction_count(
+                to_checksum_address(addr or self.address)
+            )
+
     async def transfer(self, to: str, wei: int) -> TxResult:
         """Sends plain ETH (e.g. to fund a fresh worker key in dev)."""
         return await self._transact("transfer", to=to, value=wei)
