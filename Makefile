@@ -38,6 +38,7 @@ test-python: setup
 
 bench: setup
 	$(PY) benchmarks/overhead_scaling.py
+	$(PY) benchmarks/chain_cost.py
 
 proto: setup
 	$(PY) -m shardnet.protocol.codegen
