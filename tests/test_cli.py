@@ -147,3 +147,41 @@ def test_devnet_ctrl_c_stops_every_process(tmp_path):
     proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert len(pids) == 4 and not any(pid_alive(p) for p in pids)
+
+
+def _start_chain(tmp_path, port):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shardnet", "chain", "--dir", str(tmp_path), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "Ctrl-C stops the chain" in line:
+            break
+    text = "".join(lines)
+    assert "Ctrl-C stops the chain" in text, text
+    return proc, int(re.search(r"anvil pid (\d+)", text).group(1))
+
+
+def test_chain_command_deploys_and_keeps_its_state_across_restarts(tmp_path):
+    from shardnet.chain import Deployment, free_port
+
+    port = free_port()
+    proc, anvil_pid = _start_chain(tmp_path, port)
+    first = Deployment.load(tmp_path / "deployment.json")
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "chain stopped" in out
+    assert not pid_alive(anvil_pid)
+
+    proc, anvil_pid = _start_chain(tmp_path, port)
+    try:
+        assert Deployment.load(tmp_path / "deployment.json") == first  # reused, not redeployed
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert not pid_alive(anvil_pid)
