@@ -1,13 +1,17 @@
 """Running one job: plan shards, send them to workers (several in flight per worker),
-re-send failed or straggling shards elsewhere, and reassemble the outputs in row order.
+re-send failed or straggling shards elsewhere, spot-check a secret sample of shards on
+other workers, and reassemble the outputs in row order.
 
-The planning is pure (shardnet.sharding); this module is the I/O around it.
+The planning, sampling and verdicts are pure (shardnet.sharding, shardnet.verification);
+this module is the I/O around them. The consequences of a verdict (strikes, exclusion,
+slashing evidence) belong to coordinator.verify.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
 
@@ -16,13 +20,24 @@ import numpy as np
 
 from shardnet.config import CoordinatorConfig
 from shardnet.coordinator.registry import Worker, WorkerRegistry
+from shardnet.coordinator.verify import Verifier
 from shardnet.errors import InvalidRequest, ShardnetError, Unavailable
 from shardnet.protocol import inference_pb2 as pb
-from shardnet.protocol.tensors import decode_raw, to_raw
+from shardnet.protocol.tensors import decode_raw, param_value, set_param, to_raw
+from shardnet.receipts import (
+    RECEIPT_JOB_PARAM,
+    RECEIPT_PARAM,
+    SHARD_ID_PARAM,
+    SignedReceipt,
+    tensors_digest,
+)
 from shardnet.sharding import ShardSpec, WorkerId, plan_shards, shard_timeout
 from shardnet.signature import ModelSignature
+from shardnet.verification import Tensor
 
 log = logging.getLogger(__name__)
+
+COORDINATOR = WorkerId("coordinator")  # rows the coordinator's own referee computed
 
 
 @dataclass(frozen=True)
@@ -32,18 +47,27 @@ class Job:
     inputs: dict[str, np.ndarray]
     output_names: list[str]
     rows: int | None  # None: the model has no batch dimension; the request is one shard
+    receipt_job: bytes = b""  # the bytes32 receipts name (escrow job, or hash of job_id)
+    escrow_id: str | None = None  # 0x hex of the escrow paying for the job
 
 
 @dataclass
 class ShardOutcome:
+    """One worker's accepted answer for one shard."""
+
     spec: ShardSpec
     worker: WorkerId
     address: str  # the worker's chain address ("" without a chain)
     attempts: int
     seconds: float
     finished: float  # time.monotonic() at completion
-    outputs: list[pb.ModelInferResponse.InferOutputTensor] = field(repr=False)
-    raws: list[bytes] = field(repr=False)
+    tensors: list[Tensor] = field(repr=False)
+    receipt: SignedReceipt | None = field(default=None, repr=False)
+    checked: bool = False
+
+    @property
+    def raws(self) -> list[bytes]:
+        return [t[3] for t in self.tensors]
 
     def summary(self) -> dict:
         return {
@@ -52,6 +76,7 @@ class ShardOutcome:
             "worker": self.worker,
             "attempts": self.attempts,
             "ms": round(self.seconds * 1000, 2),
+            "checked": self.checked,
         }
 
 
@@ -59,6 +84,7 @@ class ShardOutcome:
 class JobResult:
     outputs: list[tuple[str, str, list[int], bytes]]  # name, datatype, shape, raw
     shards: list[ShardOutcome]
+    verdicts: list[dict]
 
 
 class ShardFailed(Exception):
@@ -69,10 +95,21 @@ class ShardFailed(Exception):
 _CLIENT_FAULT = {grpc.StatusCode.INVALID_ARGUMENT}
 
 
+@dataclass
+class _JobState:
+    """What one job learned while running: who cheated in it, what was decided."""
+
+    cheaters: set[WorkerId] = field(default_factory=set)
+    verdicts: list[dict] = field(default_factory=list)
+
+
 class JobRunner:
-    def __init__(self, registry: WorkerRegistry, config: CoordinatorConfig) -> None:
+    def __init__(
+        self, registry: WorkerRegistry, config: CoordinatorConfig, verifier: Verifier
+    ) -> None:
         self.registry = registry
         self.config = config
+        self.verifier = verifier
 
     async def run(self, job: Job) -> JobResult:
         sha = job.signature.sha256
@@ -86,27 +123,146 @@ class JobRunner:
             shards_per_worker=self.config.shards_per_worker if job.rows else 1,
             min_shard_rows=self.config.min_shard_rows if job.rows else 1,
         )
+        state = _JobState()
         started = time.monotonic()
-        outcomes: list[ShardOutcome] = []
+        outcomes = await self._gather(
+            [
+                self._run_shard(
+                    job, spec, state, self.verifier.should_check(job.job_id, spec.index)
+                )
+                for spec in plan
+            ]
+        )
+        # A worker caught cheating in this job: nothing it answered here is trusted. Its
+        # unchecked shards are computed again by others (who are then paid for them).
+        while tainted := [i for i, o in enumerate(outcomes) if o.worker in state.cheaters]:
+            redone = await self._gather(
+                [
+                    self._run_shard(
+                        job, outcomes[i].spec, state, check=False, avoid=set(state.cheaters)
+                    )
+                    for i in tainted
+                ]
+            )
+            for i, outcome in zip(tainted, redone, strict=True):
+                outcomes[i] = outcome
+        self._record_throughput(sha, outcomes, started)
+        return JobResult(self._reassemble(job, outcomes), outcomes, state.verdicts)
+
+    async def _gather(self, coros) -> list:
         try:
             async with asyncio.TaskGroup() as tg:
-                tasks = [
-                    tg.create_task(
-                        self._run_shard(job, spec), name=f"job[{job.job_id}].shard[{spec.index}]"
-                    )
-                    for spec in plan
-                ]
+                tasks = [tg.create_task(c) for c in coros]
         except ExceptionGroup as group:
             # Report the first deliberate error (e.g. the input is invalid) as the job's error.
             first = next((e for e in _leaves(group) if isinstance(e, ShardnetError)), None)
             if first is not None:
                 raise first from None
             raise
-        outcomes = [t.result() for t in tasks]
-        self._record_throughput(sha, outcomes, started)
-        return JobResult(self._reassemble(job, outcomes), outcomes)
+        return [t.result() for t in tasks]
 
-    # --- one shard ---------------------------------------------------------------------
+    # --- one shard, maybe checked ------------------------------------------------------
+
+    async def _run_shard(
+        self,
+        job: Job,
+        spec: ShardSpec,
+        state: _JobState,
+        check: bool,
+        avoid: set[WorkerId] | None = None,
+    ) -> ShardOutcome:
+        avoid = set(avoid or ())
+        if not check:
+            return await self._attempts(job, spec, first=spec.worker, avoid=avoid)
+        # The re-execution goes out at the same time as the primary, to a different worker,
+        # in a request that looks like any other shard.
+        async with asyncio.TaskGroup() as tg:
+            primary_task = tg.create_task(self._attempts(job, spec, first=spec.worker, avoid=avoid))
+            checker_task = tg.create_task(
+                self._attempts(
+                    job,
+                    spec,
+                    first=None,
+                    avoid=avoid | {spec.worker},
+                    optional=True,
+                    attempts=2,
+                )
+            )
+        primary, checker = primary_task.result(), checker_task.result()
+        if checker is not None and checker.worker == primary.worker:  # the primary moved there
+            checker = await self._attempts(
+                job, spec, first=None, optional=True, attempts=2, avoid=avoid | {primary.worker}
+            )
+        if checker is None:
+            self.verifier.unchecked(job, spec)
+            return primary
+        primary.checked = True
+        if self.verifier.agree(primary.tensors, checker.tensors):
+            self.verifier.passed(primary.worker, checker.worker)
+            return primary
+        return await self._dispute(job, spec, state, primary, checker, avoid)
+
+    async def _dispute(
+        self,
+        job: Job,
+        spec: ShardSpec,
+        state: _JobState,
+        primary: ShardOutcome,
+        checker: ShardOutcome,
+        avoid: set[WorkerId],
+    ) -> ShardOutcome:
+        """Primary and checker disagree: a referee decides; the loser pays for it."""
+        referee = await self._attempts(
+            job,
+            spec,
+            first=None,
+            optional=True,
+            attempts=2,
+            avoid=avoid | {primary.worker, checker.worker},
+        )
+        local = False
+        decision = None
+        if referee is not None:
+            decision = self.verifier.decide(primary, checker, referee.tensors)
+            if decision.winner is None:  # three different answers: ask the local referee
+                referee, decision = None, None
+        if decision is None:
+            tensors = await self.verifier.local_referee(job, spec)
+            if tensors is None:
+                raise Unavailable(
+                    f"shard {spec.index}: {primary.worker} and {checker.worker} disagree and "
+                    "no referee is available (start a third worker or give the coordinator "
+                    "--referee-models-dir)"
+                )
+            local = True
+            decision = self.verifier.decide(primary, checker, tensors)
+        verdict = self.verifier.judge_and_punish(
+            job, spec, primary, checker, referee, decision, local=local
+        )
+        state.verdicts.append(verdict)
+        state.cheaters.update(decision.losers)
+        if decision.winner is primary:
+            return primary
+        if decision.winner is checker:
+            checker.checked = True
+            return checker
+        if referee is not None and decision.winner is referee:
+            return referee
+        # Both wrong, decided by the coordinator's own onnxruntime: its answer stands and no
+        # worker is paid for these rows.
+        return ShardOutcome(
+            spec,
+            COORDINATOR,
+            "",
+            1,
+            0.0,
+            time.monotonic(),
+            decision.referee_tensors,
+            None,
+            checked=True,
+        )
+
+    # --- attempts on workers -----------------------------------------------------------
 
     def _request(self, job: Job, spec: ShardSpec) -> pb.ModelInferRequest:
         sig = job.signature
@@ -120,20 +276,36 @@ class JobRunner:
             request.raw_input_contents.append(raw)
         for name in job.output_names:
             request.outputs.add(name=name)
+        if job.receipt_job:
+            set_param(request.parameters, RECEIPT_JOB_PARAM, "0x" + job.receipt_job.hex())
+            # A fresh id per request: a retry or a re-execution looks like any other shard.
+            set_param(request.parameters, SHARD_ID_PARAM, secrets.randbits(63))
         return request
 
-    async def _run_shard(self, job: Job, spec: ShardSpec) -> ShardOutcome:
-        request = self._request(job, spec)
+    async def _attempts(
+        self,
+        job: Job,
+        spec: ShardSpec,
+        *,
+        first: WorkerId | None,
+        avoid: set[WorkerId],
+        optional: bool = False,
+        attempts: int | None = None,
+    ) -> ShardOutcome | None:
+        """Run a shard on `first` (or the best other worker), moving to another worker after
+        each failure. An `optional` run (a check, a referee) returns None instead of failing
+        the job when no worker is left."""
         sha = job.signature.sha256
-        tried: set[WorkerId] = set()
-        worker: Worker | None = self.registry.get(spec.worker)
+        tried: set[WorkerId] = set(avoid)
+        worker = self.registry.get(first) if first is not None else None
         errors: list[str] = []
-        for attempt in range(1, self.config.max_attempts + 1):
+        for attempt in range(1, (attempts or self.config.max_attempts) + 1):
             if worker is None or not self.registry.is_live(worker) or worker.id in tried:
                 worker = self._pick_other(sha, tried)
                 if worker is None:
                     break
             tried.add(worker.id)
+            request = self._request(job, spec)
             rate = self.registry.rates_for(sha, [worker])[worker.id]
             timeout = shard_timeout(
                 spec.rows,
@@ -145,7 +317,8 @@ class JobRunner:
             t0 = time.monotonic()
             try:
                 response = await worker.stub.ModelInfer(request, timeout=timeout)
-                outputs, raws = self._check_response(job, spec, response)
+                tensors = self._check_response(job, spec, response)
+                receipt = self._check_receipt(job, worker, request, response, tensors)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in _CLIENT_FAULT:
                     raise InvalidRequest(exc.details() or "invalid input") from None
@@ -175,8 +348,10 @@ class JobRunner:
             worker.shards_done += 1
             now = time.monotonic()
             return ShardOutcome(
-                spec, worker.id, worker.info.chain_address, attempt, now - t0, now, outputs, raws
+                spec, worker.id, worker.info.chain_address, attempt, now - t0, now, tensors, receipt
             )
+        if optional:
+            return None
         raise Unavailable(
             f"shard {spec.index} (rows {spec.start}..{spec.stop}) of job {job.job_id} failed "
             f"on every worker tried: {'; '.join(errors) or 'no live worker left'}"
@@ -189,7 +364,7 @@ class JobRunner:
         rates = self.registry.rates_for(sha, candidates)
         return max(candidates, key=lambda w: rates[w.id])
 
-    def _check_response(self, job: Job, spec: ShardSpec, response: pb.ModelInferResponse):
+    def _check_response(self, job: Job, spec: ShardSpec, response) -> list[Tensor]:
         """A worker's answer must hold exactly the requested outputs, one row per input row."""
         names = [t.name for t in response.outputs]
         if names != job.output_names:
@@ -197,6 +372,7 @@ class JobRunner:
         if len(response.raw_output_contents) != len(names):
             raise ShardFailed("raw_output_contents does not match outputs")
         expected = {t.name: t for t in job.signature.outputs}
+        tensors = []
         for tensor, raw in zip(response.outputs, response.raw_output_contents, strict=True):
             if tensor.datatype != expected[tensor.name].datatype:
                 raise ShardFailed(f"output {tensor.name!r} has datatype {tensor.datatype}")
@@ -208,27 +384,62 @@ class JobRunner:
                 decode_raw(raw, tensor.datatype, tensor.shape, f"output {tensor.name!r}")
             except ShardnetError as exc:
                 raise ShardFailed(str(exc)) from None
-        return list(response.outputs), list(response.raw_output_contents)
+            tensors.append((tensor.name, tensor.datatype, list(tensor.shape), raw))
+        return tensors
+
+    def _check_receipt(self, job: Job, worker: Worker, request, response, tensors):
+        """A worker that is paid on chain must sign what it answered, correctly."""
+        domain = self.verifier.domain
+        if not job.receipt_job or domain is None or not worker.info.chain_address:
+            return None
+        if RECEIPT_PARAM not in response.parameters:
+            raise ShardFailed("no receipt")
+        try:
+            signed = SignedReceipt.from_json(str(param_value(response.parameters[RECEIPT_PARAM])))
+            signer = signed.signer(domain)
+        except ShardnetError as exc:
+            raise ShardFailed(str(exc)) from None
+        r = signed.receipt
+        sent = [
+            (t.name, t.datatype, list(t.shape), raw)
+            for t, raw in zip(request.inputs, request.raw_input_contents, strict=True)
+        ]
+        problems = [
+            what
+            for what, ok in (
+                ("signer", signer.lower() == worker.info.chain_address.lower()),
+                ("worker", r.worker.lower() == worker.info.chain_address.lower()),
+                ("job", r.job_id == job.receipt_job),
+                ("shard id", r.shard_id == param_value(request.parameters[SHARD_ID_PARAM])),
+                ("model", r.model_sha256.hex() == job.signature.sha256),
+                ("input digest", r.input_digest == tensors_digest(sent)),
+                ("output digest", r.output_digest == tensors_digest(tensors)),
+            )
+            if not ok
+        ]
+        if problems:
+            raise ShardFailed(f"receipt does not match the shard: {', '.join(problems)}")
+        return signed
 
     # --- the whole job -----------------------------------------------------------------
 
     def _reassemble(self, job: Job, outcomes: list[ShardOutcome]):
         result = []
         for i, name in enumerate(job.output_names):
-            first = outcomes[0].outputs[i]
-            trailing = list(first.shape[1:])
+            _, datatype, first_shape, _ = outcomes[0].tensors[i]
+            trailing = list(first_shape[1:])
             if job.rows:
                 for outcome in outcomes:
-                    if list(outcome.outputs[i].shape[1:]) != trailing:
+                    if list(outcome.tensors[i][2][1:]) != trailing:
                         raise Unavailable(
                             f"workers disagree on the shape of output {name!r}: "
-                            f"{trailing} vs {list(outcome.outputs[i].shape[1:])}"
+                            f"{trailing} vs {list(outcome.tensors[i][2][1:])}"
                         )
                 shape = [job.rows, *trailing]
             else:
-                shape = list(first.shape)
-            raw = b"".join(o.raws[i] for o in outcomes)
-            result.append((name, first.datatype, shape, raw))
+                shape = list(first_shape)
+            raw = b"".join(o.tensors[i][3] for o in outcomes)
+            result.append((name, datatype, shape, raw))
         return result
 
     def _record_throughput(self, sha: str, outcomes: list[ShardOutcome], started: float) -> None:

@@ -38,6 +38,25 @@ CREATE TABLE IF NOT EXISTS settlements (
     updated_at      REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS settlements_status ON settlements (status);
+
+CREATE TABLE IF NOT EXISTS verdicts (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id          TEXT NOT NULL,
+    shard           INTEGER NOT NULL,
+    outcome         TEXT NOT NULL,             -- shardnet.verification.Outcome values
+    primary_worker  TEXT NOT NULL,
+    checker_worker  TEXT NOT NULL,
+    referee         TEXT NOT NULL,
+    loser           TEXT,                      -- NULL when nobody was at fault
+    reason          TEXT NOT NULL,
+    offending       TEXT,                      -- the loser's signed receipt (JSON)
+    witness         TEXT,                      -- a conflicting signed receipt (JSON)
+    slash_status    TEXT NOT NULL CHECK (slash_status IN ('none', 'pending', 'slashed', 'failed')),
+    slash_tx        TEXT,
+    slash_error     TEXT,
+    created_at      REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS verdicts_slash ON verdicts (slash_status);
 """
 
 
@@ -64,9 +83,12 @@ class SettlementRow:
 
 
 class Ledger:
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._db = sqlite3.connect(self.path, isolation_level=None)  # autocommit; BEGIN explicit
+    def __init__(self, path: Path | None) -> None:
+        """`path` None keeps the ledger in memory: nothing survives a restart."""
+        self.path = path
+        self._db = sqlite3.connect(
+            ":memory:" if path is None else Path(path), isolation_level=None
+        )  # autocommit
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a settled payment must survive power loss
         self._db.executescript(SCHEMA)
@@ -167,6 +189,70 @@ class Ledger:
             " updated_at = ? WHERE escrow_job_id = ?",
             (FAILED, error, time.time(), escrow_job_id),
         )
+
+    # --- verdicts ---------------------------------------------------------------------
+
+    def add_verdict(
+        self,
+        *,
+        job_id: str,
+        shard: int,
+        outcome: str,
+        primary: str,
+        checker: str,
+        referee: str,
+        loser: str | None,
+        reason: str,
+        offending: str | None,
+        witness: str | None,
+        slash: bool,
+    ) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO verdicts (job_id, shard, outcome, primary_worker, checker_worker,"
+            " referee, loser, reason, offending, witness, slash_status, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                job_id,
+                shard,
+                outcome,
+                primary,
+                checker,
+                referee,
+                loser,
+                reason,
+                offending,
+                witness,
+                "pending" if slash else "none",
+                time.time(),
+            ),
+        )
+        return int(cursor.lastrowid)
+
+    def verdicts(self, *, job_id: str | None = None, slash_status: str | None = None) -> list[dict]:
+        where, args = [], []
+        if job_id is not None:
+            where.append("job_id = ?")
+            args.append(job_id)
+        if slash_status is not None:
+            where.append("slash_status = ?")
+            args.append(slash_status)
+        cursor = self._db.execute(
+            "SELECT * FROM verdicts"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY id",
+            args,
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def slash_done(self, verdict_id: int, *, tx_hash: str | None, error: str | None) -> None:
+        self._db.execute(
+            "UPDATE verdicts SET slash_status = ?, slash_tx = ?, slash_error = ? WHERE id = ?",
+            ("slashed" if error is None else "failed", tx_hash, error, verdict_id),
+        )
+
+    def slash_attempt_failed(self, verdict_id: int, error: str) -> None:
+        self._db.execute("UPDATE verdicts SET slash_error = ? WHERE id = ?", (error, verdict_id))
 
     def get(self, escrow_job_id: str) -> SettlementRow | None:
         rows = self._select("WHERE escrow_job_id = ?", (escrow_job_id,))

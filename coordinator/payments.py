@@ -20,6 +20,7 @@ from shardnet.coordinator.ledger import PENDING, Ledger, SettlementRow
 from shardnet.errors import InvalidRequest, ShardnetError, Unavailable
 from shardnet.protocol import ESCROW_PARAM
 from shardnet.protocol import shardnet_v1_pb2 as v1
+from shardnet.receipts import SignedReceipt
 from shardnet.settlement import digest, merkle_root, quote, split_payment
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,7 @@ class Payments:
         self._wake.set()
 
     def settlement(self, escrow_id: str) -> v1.Settlement:
-        if self.ledger is None:
+        if self.ledger is None or self.chain is None:
             raise EscrowRejected("this coordinator runs without a chain")
         row = self.ledger.get("0x" + parse_escrow_id(escrow_id).hex())
         if row is None:
@@ -186,14 +187,21 @@ class Payments:
 
     # --- the settler ---------------------------------------------------------------------
 
+    def wake(self) -> None:
+        self._wake.set()
+
     async def run_settler(self) -> None:
-        """Land every pending settlement; retry while the chain is unreachable."""
+        """Land every pending settlement and slash; retry while the chain is unreachable."""
         assert self.chain is not None and self.ledger is not None
         while True:
             self._wake.clear()
             for row in self.ledger.with_status(PENDING):
                 await self._settle(row)
-            retry = bool(self.ledger.with_status(PENDING))
+            for verdict in self.ledger.verdicts(slash_status="pending"):
+                await self._slash(verdict)
+            retry = bool(self.ledger.with_status(PENDING)) or bool(
+                self.ledger.verdicts(slash_status="pending")
+            )
             try:
                 async with asyncio.timeout(self.terms.settle_retry_s if retry else None):
                     await self._wake.wait()
@@ -239,6 +247,35 @@ class Payments:
             result.tx_hash,
             result.gas_used,
             (time.monotonic() - t0) * 1000,
+        )
+
+    async def _slash(self, verdict: dict) -> None:
+        """Submit a lost verdict's conflicting signed receipts to JobEscrow.slash."""
+        assert self.chain is not None and self.ledger is not None
+        offending = SignedReceipt.from_json(verdict["offending"])
+        witness = SignedReceipt.from_json(verdict["witness"])
+        try:
+            result = await self.chain.slash(
+                offending.receipt, offending.signature, witness.receipt, witness.signature
+            )
+        except ChainUnavailable as exc:
+            self.ledger.slash_attempt_failed(verdict["id"], str(exc))
+            return
+        except TxReverted as exc:
+            if exc.error_name == "EvidenceAlreadyUsed":  # sent before a crash: it landed
+                self.ledger.slash_done(verdict["id"], tx_hash=None, error=None)
+            else:
+                self.ledger.slash_done(verdict["id"], tx_hash=None, error=str(exc))
+                log.error(
+                    "slashing %s (verdict #%d) refused: %s", verdict["loser"], verdict["id"], exc
+                )
+            return
+        self.ledger.slash_done(verdict["id"], tx_hash=result.tx_hash, error=None)
+        log.warning(
+            "slashed %s for verdict #%d in tx %s",
+            offending.receipt.worker,
+            verdict["id"],
+            result.tx_hash,
         )
 
     def _drop_payee(self, row: SettlementRow, worker: str) -> None:

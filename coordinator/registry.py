@@ -29,6 +29,7 @@ class Worker:
     rates: dict[str, float] = field(default_factory=dict)  # measured rows/s by sha256
     shards_done: int = 0
     shards_failed: int = 0
+    checks_passed: int = 0
     # Set when a call to the worker failed at the transport level; cleared by its next
     # heartbeat. A suspect worker gets no new shards.
     suspect: bool = False
@@ -63,6 +64,37 @@ class WorkerRegistry:
         self.ewma_alpha = ewma_alpha
         self.clock = clock
         self._workers: dict[WorkerId, Worker] = {}
+        # Verification history outlives a worker's registration: strikes by worker id, and
+        # exclusions by worker id, chain address and peer key.
+        self._strikes: dict[WorkerId, int] = {}
+        self._banned: dict[str, str] = {}
+        self._closing: list[grpc.aio.Channel] = []
+
+    def strike(self, worker_id: WorkerId) -> int:
+        self._strikes[worker_id] = self._strikes.get(worker_id, 0) + 1
+        return self._strikes[worker_id]
+
+    def ban(self, worker_id: WorkerId, info: v1.WorkerInfo | None, reason: str) -> None:
+        """Exclude a worker: no more shards, and it cannot register again."""
+        keys = [f"id:{worker_id}"]
+        if info is not None and info.chain_address:
+            keys.append(f"address:{info.chain_address.lower()}")
+        if info is not None and info.peer_key:
+            keys.append(f"peer:{info.peer_key.hex()}")
+        for key in keys:
+            self._banned[key] = reason
+        worker = self._workers.pop(worker_id, None)
+        if worker is not None:
+            self._closing.append(worker.channel)
+        log.warning("worker %s excluded: %s", worker_id, reason)
+
+    def banned_reason(self, info: v1.WorkerInfo) -> str | None:
+        keys = [
+            f"id:{info.worker_id}",
+            f"address:{info.chain_address.lower()}",
+            f"peer:{info.peer_key.hex()}",
+        ]
+        return next((self._banned[k] for k in keys if k in self._banned), None)
 
     async def add(self, info: v1.WorkerInfo) -> Worker:
         signatures = parse_worker_info(info)
@@ -97,6 +129,8 @@ class WorkerRegistry:
 
     async def expire(self) -> list[WorkerId]:
         """Drop workers whose heartbeats stopped; return their ids."""
+        while self._closing:
+            await self._closing.pop().close()
         now = self.clock()
         dead = [w for w in self._workers.values() if now - w.last_seen > self.ttl_s]
         for worker in dead:
@@ -178,6 +212,8 @@ class WorkerRegistry:
                 rows_per_second=w.rates,
                 shards_done=w.shards_done,
                 shards_failed=w.shards_failed,
+                checks_passed=w.checks_passed,
+                strikes=self._strikes.get(w.id, 0),
             )
             for w in self._workers.values()
         ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 import uuid
 
@@ -13,7 +14,7 @@ import grpc
 
 import shardnet
 from shardnet.chain import Chain, ChainError, Deployment
-from shardnet.config import CoordinatorConfig
+from shardnet.config import ConfigError, CoordinatorConfig
 from shardnet.coordinator.jobs import Job, JobRunner
 from shardnet.coordinator.ledger import Ledger
 from shardnet.coordinator.payments import (
@@ -22,8 +23,10 @@ from shardnet.coordinator.payments import (
     PaymentTerms,
 )
 from shardnet.coordinator.registry import WorkerRegistry, parse_worker_info
+from shardnet.coordinator.verify import Verifier
 from shardnet.errors import (
     DeadlineExceeded,
+    Excluded,
     InvalidRequest,
     ModelNotFound,
     Overloaded,
@@ -37,27 +40,40 @@ from shardnet.identity import (
     recover_text_signer,
     worker_claim,
 )
-from shardnet.protocol import ESCROW_PARAM, JOB_ID_PARAM, SHARDS_PARAM
+from shardnet.node.models import ModelRepository, session_options
+from shardnet.protocol import (
+    ESCROW_PARAM,
+    JOB_ID_PARAM,
+    RECEIPTS_PARAM,
+    SHARDS_PARAM,
+    VERDICTS_PARAM,
+)
 from shardnet.protocol import inference_pb2 as pb
 from shardnet.protocol import inference_pb2_grpc as pb_grpc
 from shardnet.protocol import shardnet_v1_pb2 as v1
 from shardnet.protocol import shardnet_v1_pb2_grpc as v1_grpc
 from shardnet.protocol.tensors import decode_request_inputs, param_value, set_param
+from shardnet.receipts import Domain, job_key
 from shardnet.rpc import announce_ready, bind, channel, create_server, translate_errors
 from shardnet.signature import select_outputs, validate_inputs
 from shardnet.stats import ModelStats
+from shardnet.verification import parse_tolerances
 
 log = logging.getLogger(__name__)
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(
-        self, registry: WorkerRegistry, config: CoordinatorConfig, payments: Payments
+        self,
+        registry: WorkerRegistry,
+        config: CoordinatorConfig,
+        payments: Payments,
+        verifier: Verifier,
     ) -> None:
         self.registry = registry
         self.config = config
         self.payments = payments
-        self.runner = JobRunner(registry, config)
+        self.runner = JobRunner(registry, config, verifier)
         self.stats = ModelStats()
         self.active_jobs = 0
 
@@ -109,7 +125,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise Overloaded(
                 f"coordinator is running {self.active_jobs} jobs, its limit; retry later"
             )
-        job = Job(uuid.uuid4().hex, sig, arrays, names, rows)
+        job_id = uuid.uuid4().hex
         remaining = context.time_remaining()
         deadline = (
             self.config.job_timeout_s
@@ -119,7 +135,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.active_jobs += 1
         escrow_id = None
         try:
-            escrow_id = await self.payments.admit(escrow_text, rows or 1, job.job_id)
+            escrow_id = await self.payments.admit(escrow_text, rows or 1, job_id)
+            job = Job(
+                job_id,
+                sig,
+                arrays,
+                names,
+                rows,
+                escrow_id=escrow_id,
+                # On a chain, workers sign a receipt for every shard.
+                receipt_job=job_key(escrow_id, job_id) if self.payments.enabled else b"",
+            )
             async with asyncio.timeout(deadline):
                 result = await self.runner.run(job)
         except BaseException as exc:
@@ -130,7 +156,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 self.payments.record(escrow_id, rows or 1, {}, [])  # owes nothing: refund now
             if isinstance(exc, TimeoutError):
                 raise DeadlineExceeded(
-                    f"job {job.job_id} did not finish within {deadline:.1f}s"
+                    f"job {job_id} did not finish within {deadline:.1f}s"
                 ) from None
             raise
         finally:
@@ -138,6 +164,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if escrow_id is not None:
             rows_by_address: dict[str, int] = {}
             for shard in result.shards:
+                if not shard.address:
+                    continue  # rows the coordinator's referee computed itself
                 rows_by_address[shard.address] = rows_by_address.get(shard.address, 0) + (
                     shard.spec.rows if rows else 1
                 )
@@ -156,6 +184,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         set_param(
             response.parameters, SHARDS_PARAM, json.dumps([s.summary() for s in result.shards])
         )
+        if result.verdicts:
+            set_param(response.parameters, VERDICTS_PARAM, json.dumps(result.verdicts))
+        receipts = [s.receipt.to_json() for s in result.shards if s.receipt is not None]
+        if receipts:
+            set_param(response.parameters, RECEIPTS_PARAM, "[" + ",".join(receipts) + "]")
         self.stats.record(
             sig.name,
             sig.sha256,
@@ -187,6 +220,9 @@ class CoordinatorServicer(v1_grpc.CoordinatorServicer):
     async def Register(self, request, context):
         info = request.worker
         parse_worker_info(info)  # reject a malformed registration before dialing anyone
+        reason = self.registry.banned_reason(info)
+        if reason is not None:
+            raise Excluded(f"this worker is excluded from the network: {reason}")
         if self.payments.enabled:
             await self._check_paid_identity(info)
         await self._check_reachable(info.endpoint)
@@ -272,21 +308,55 @@ async def open_payments(config: CoordinatorConfig) -> Payments:
         settle_retry_s=config.settle_retry_s,
     )
     if config.chain is None:
-        return Payments(None, None, terms)
+        return Payments(None, Ledger(config.ledger), terms)
     if config.key_dir is None:
         raise ChainError("--chain needs --key-dir: the coordinator signs settlements")
+    if config.ledger is None:
+        raise ChainError("--chain needs --ledger: settlements must survive a restart")
     identity = Identity.load(config.key_dir, read_passphrase(config.passphrase_file))
     chain = await Chain.connect(Deployment.load(config.chain), identity.account.key)
     return Payments(chain, Ledger(config.ledger), terms)
+
+
+def make_verifier(
+    config: CoordinatorConfig, registry: WorkerRegistry, payments: Payments
+) -> Verifier:
+    try:
+        tolerances = parse_tolerances(config.tolerance)
+    except ValueError as exc:
+        raise ConfigError(f"--tolerance: {exc}") from None
+    referee = None
+    if config.referee_models_dir is not None:
+        referee = ModelRepository.load_dir(
+            config.referee_models_dir, session_options(0, "all"), ["CPUExecutionProvider"]
+        )
+    domain = None
+    if payments.chain is not None:
+        deployment = payments.chain.deployment
+        domain = Domain(deployment.chain_id, deployment.escrow)
+    seed = bytes.fromhex(config.spot_check_seed) if config.spot_check_seed else os.urandom(32)
+    assert payments.ledger is not None
+    return Verifier(
+        p=config.spot_check_p,
+        seed=seed,
+        tolerances=tolerances,
+        registry=registry,
+        ledger=payments.ledger,
+        max_strikes=config.max_strikes,
+        domain=domain,
+        referee=referee,
+        on_slash_queued=payments.wake,
+    )
 
 
 async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> None:
     """Serve until `stop` is set, then shut down gracefully."""
     payments = await open_payments(config)
     registry = WorkerRegistry(ttl_s=config.worker_ttl_s, ewma_alpha=config.ewma_alpha)
+    verifier = make_verifier(config, registry, payments)
     server = create_server()
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceServicer(registry, config, payments), server
+        InferenceServicer(registry, config, payments, verifier), server
     )
     v1_grpc.add_CoordinatorServicer_to_server(
         CoordinatorServicer(registry, config, payments), server

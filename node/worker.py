@@ -10,12 +10,14 @@ import socket
 from shardnet.chain import Chain, ChainError, Deployment
 from shardnet.config import WorkerConfig
 from shardnet.identity import Identity, read_passphrase, worker_claim
+from shardnet.node.faults import FaultInjector
 from shardnet.node.hardware import choose_providers, probe
 from shardnet.node.join import stay_registered
 from shardnet.node.models import ModelRepository, session_options
-from shardnet.node.server import WorkerServicer
+from shardnet.node.server import ReceiptSigner, WorkerServicer
 from shardnet.protocol import inference_pb2_grpc as pb_grpc
 from shardnet.protocol import shardnet_v1_pb2 as v1
+from shardnet.receipts import Domain
 from shardnet.rpc import announce_ready, bind, create_server
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,7 @@ def advertised_host(config: WorkerConfig) -> str:
     return config.host
 
 
-async def join_chain(config: WorkerConfig, info: v1.WorkerInfo) -> None:
+async def join_chain(config: WorkerConfig, info: v1.WorkerInfo) -> ReceiptSigner:
     """Load the node's keys, make sure its address is registered and staked (staking
     --stake-wei if needed), and sign the claim the coordinator checks."""
     if config.key_dir is None:
@@ -62,6 +64,9 @@ async def join_chain(config: WorkerConfig, info: v1.WorkerInfo) -> None:
     info.address_proof = identity.sign_text(
         worker_claim(info.worker_id, info.endpoint, identity.address, identity.peer_key)
     )
+    return ReceiptSigner(
+        identity.address, identity.account.key, Domain(deployment.chain_id, deployment.escrow)
+    )
 
 
 async def run_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
@@ -75,7 +80,16 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
         max_concurrency=config.max_concurrency,
         max_queue=config.max_queue,
         fault_delay_s=config.fault_delay_s,
+        faults=FaultInjector(config.fault, config.fault_rate, list(repo), opts, providers)
+        if config.fault != "none"
+        else None,
     )
+    if config.fault != "none":
+        log.warning(
+            "FAULT INJECTION: cheating on %.0f%% of shards (%s)",
+            100 * config.fault_rate,
+            config.fault,
+        )
     if config.fault_delay_s:
         log.warning("FAULT INJECTION: holding every shard %.1fs", config.fault_delay_s)
     server = create_server()
@@ -99,7 +113,7 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
         max_concurrency=config.max_concurrency,
     )
     if config.chain is not None:
-        await join_chain(config, info)
+        servicer.signer = await join_chain(config, info)
     log.info(
         "worker %s serving %d model(s) on %s with %s",
         worker_id,

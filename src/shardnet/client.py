@@ -20,12 +20,25 @@ import numpy as np
 
 from shardnet.chain import Chain, Deployment
 from shardnet.errors import InvalidRequest, RemoteError
-from shardnet.protocol import ESCROW_PARAM, JOB_ID_PARAM, SHARDS_PARAM
+from shardnet.protocol import (
+    ESCROW_PARAM,
+    JOB_ID_PARAM,
+    RECEIPTS_PARAM,
+    SHARDS_PARAM,
+    VERDICTS_PARAM,
+)
 from shardnet.protocol import inference_pb2 as pb
 from shardnet.protocol import inference_pb2_grpc as pb_grpc
 from shardnet.protocol import shardnet_v1_pb2 as v1
 from shardnet.protocol import shardnet_v1_pb2_grpc as v1_grpc
-from shardnet.protocol.tensors import add_inputs, decode_response_outputs, param_value, set_param
+from shardnet.protocol.tensors import (
+    add_inputs,
+    decode_response_outputs,
+    param_value,
+    set_param,
+    to_raw,
+)
+from shardnet.receipts import Domain, SignedReceipt, tensors_digest
 from shardnet.rpc import GRPC_OPTIONS
 from shardnet.signature import ModelSignature
 
@@ -41,6 +54,11 @@ class InferResult:
     shards: list[dict] = field(default_factory=list)
     # Escrow job ids (0x hex) that paid for the requests, when paying.
     escrow_jobs: list[str] = field(default_factory=list)
+    # Spot-check disputes the coordinator decided (who lost, why, referee).
+    verdicts: list[dict] = field(default_factory=list)
+    # The workers' signed receipts, one per shard in order (on a chain); check them
+    # offline with `verify_receipts`.
+    receipts: list[SignedReceipt] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -201,6 +219,13 @@ class Client:
                 result.job_ids.append(str(param_value(params[JOB_ID_PARAM])))
             if SHARDS_PARAM in params:
                 result.shards.extend(json.loads(str(param_value(params[SHARDS_PARAM]))))
+            if VERDICTS_PARAM in params:
+                result.verdicts.extend(json.loads(str(param_value(params[VERDICTS_PARAM]))))
+            if RECEIPTS_PARAM in params:
+                result.receipts.extend(
+                    SignedReceipt.from_json(json.dumps(r))
+                    for r in json.loads(str(param_value(params[RECEIPTS_PARAM])))
+                )
             if progress is not None:
                 progress(stop - start if stop >= 0 else whole_rows)
         if len(parts) == 1:
@@ -208,3 +233,40 @@ class Client:
         else:
             result.outputs = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return result
+
+
+def verify_receipts(
+    result: InferResult,
+    inputs: Mapping[str, np.ndarray],
+    domain: Domain,
+    workers: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Check a job's receipts offline: each is signed by the worker it names (and, given
+    `workers` {worker id: address}, by the worker the coordinator reported for the shard),
+    and its digests match the client's own input rows and output rows for that shard.
+    Returns the problems found (empty when all is well). One request's result only."""
+    problems = []
+    if len(result.receipts) != len(result.shards):
+        return [f"{len(result.receipts)} receipts for {len(result.shards)} shards"]
+    for shard, signed in zip(result.shards, result.receipts, strict=True):
+        start, stop = shard["rows"]
+        r = signed.receipt
+        if signed.signer(domain).lower() != r.worker.lower():
+            problems.append(f"shard {shard['shard']}: not signed by {r.worker}")
+        expected = (workers or {}).get(shard["worker"])
+        if expected and expected.lower() != r.worker.lower():
+            problems.append(f"shard {shard['shard']}: signed by {r.worker}, ran on {expected}")
+        if r.input_digest != _rows_digest(inputs, start, stop):
+            problems.append(f"shard {shard['shard']}: input digest differs from your inputs")
+        if r.output_digest != _rows_digest(result.outputs, start, stop):
+            problems.append(f"shard {shard['shard']}: output digest differs from your outputs")
+    return problems
+
+
+def _rows_digest(arrays: Mapping[str, np.ndarray], start: int, stop: int) -> bytes:
+    tensors = []
+    for name, array in arrays.items():
+        piece = array[start:stop]
+        datatype, raw = to_raw(piece)
+        tensors.append((name, datatype, list(piece.shape), raw))
+    return tensors_digest(tensors)

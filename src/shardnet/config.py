@@ -72,6 +72,14 @@ class WorkerConfig(_Config):
         description="with --chain: register and stake this much if not staked yet "
         "(0 = expect to be staked already)",
     )
+    fault: Literal["none", "noise", "zeros", "other-model", "replay"] = Field(
+        "none",
+        description="FAULT INJECTION for demos and tests: cheat on shards in this way "
+        "(noise, zeros, a wrong model, replayed answers)",
+    )
+    fault_rate: float = Field(
+        1.0, ge=0, le=1, description="with --fault: fraction of shards to cheat on"
+    )
     fault_delay_s: float = Field(
         0.0,
         ge=0,
@@ -127,9 +135,26 @@ class CoordinatorConfig(_Config):
     passphrase_file: Path | None = Field(
         None, description="file holding the key passphrase (else $SHARDNET_PASSPHRASE or a prompt)"
     )
-    ledger: Path = Field(
-        Path("coordinator-ledger.sqlite"), description="SQLite file of settlements (with --chain)"
+    ledger: Path | None = Field(
+        None,
+        description="SQLite file of settlements and verdicts (default: in memory, lost on "
+        "restart; required with --chain)",
     )
+    spot_check_p: float = Field(
+        0.1, ge=0, le=1, description="probability that a shard is re-executed on another worker"
+    )
+    spot_check_seed: str | None = Field(
+        None, description="hex secret choosing the checked shards (default: random per run)"
+    )
+    tolerance: list[str] = Field(
+        default_factory=list,
+        description="float comparison tolerance DATATYPE=ATOL,RTOL over the defaults "
+        "(FP32=1e-5,1e-4; FP16=2.5e-3,1e-3)",
+    )
+    referee_models_dir: Path | None = Field(
+        None, description="models the coordinator runs itself to referee a disagreement"
+    )
+    max_strikes: int = Field(1, ge=1, description="lost verdicts after which a worker is excluded")
     payment_policy: Literal["open", "required"] = Field(
         "open",
         description="open: requests without an escrow are served unpaid; "

@@ -29,6 +29,12 @@ class Unavailable(ShardnetError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class Excluded(ShardnetError):
+    """A worker was excluded from the network after failing verification."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class Overloaded(ShardnetError):
     """Too much work queued; the caller should retry later."""
 

@@ -92,7 +92,7 @@ class ListWorkersRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class WorkerStatus(_message.Message):
-    __slots__ = ("info", "live", "seconds_since_heartbeat", "rows_per_second", "shards_done", "shards_failed")
+    __slots__ = ("info", "live", "seconds_since_heartbeat", "rows_per_second", "shards_done", "shards_failed", "checks_passed", "strikes")
     class RowsPerSecondEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -106,13 +106,17 @@ class WorkerStatus(_message.Message):
     ROWS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     SHARDS_DONE_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_PASSED_FIELD_NUMBER: _ClassVar[int]
+    STRIKES_FIELD_NUMBER: _ClassVar[int]
     info: WorkerInfo
     live: bool
     seconds_since_heartbeat: float
     rows_per_second: _containers.ScalarMap[str, float]
     shards_done: int
     shards_failed: int
-    def __init__(self, info: _Optional[_Union[WorkerInfo, _Mapping]] = ..., live: bool = ..., seconds_since_heartbeat: _Optional[float] = ..., rows_per_second: _Optional[_Mapping[str, float]] = ..., shards_done: _Optional[int] = ..., shards_failed: _Optional[int] = ...) -> None: ...
+    checks_passed: int
+    strikes: int
+    def __init__(self, info: _Optional[_Union[WorkerInfo, _Mapping]] = ..., live: bool = ..., seconds_since_heartbeat: _Optional[float] = ..., rows_per_second: _Optional[_Mapping[str, float]] = ..., shards_done: _Optional[int] = ..., shards_failed: _Optional[int] = ..., checks_passed: _Optional[int] = ..., strikes: _Optional[int] = ...) -> None: ...
 
 class ListWorkersResponse(_message.Message):
     __slots__ = ("workers",)
