@@ -277,6 +277,32 @@ class CoordinatorServicer(v1_grpc.CoordinatorServicer):
     async def GetSettlement(self, request, context):
         return self.payments.settlement(request.escrow_job_id)
 
+    @translate_errors
+    async def ListVerdicts(self, request, context):
+        assert self.payments.ledger is not None
+        rows = self.payments.ledger.verdicts(job_id=request.job_id or None)
+        return v1.ListVerdictsResponse(
+            verdicts=[
+                v1.Verdict(
+                    id=r["id"],
+                    job_id=r["job_id"],
+                    shard=r["shard"],
+                    outcome=r["outcome"],
+                    primary_worker=r["primary_worker"],
+                    checker_worker=r["checker_worker"],
+                    referee=r["referee"],
+                    loser=r["loser"] or "",
+                    reason=r["reason"],
+                    offending_receipt=r["offending"] or "",
+                    witness_receipt=r["witness"] or "",
+                    slash_status=r["slash_status"],
+                    slash_tx=r["slash_tx"] or "",
+                    slash_error=r["slash_error"] or "",
+                )
+                for r in rows
+            ]
+        )
+
 
 async def _expire_loop(registry: WorkerRegistry, period_s: float) -> None:
     while True:

@@ -185,3 +185,24 @@ def test_chain_command_deploys_and_keeps_its_state_across_restarts(tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
     assert not pid_alive(anvil_pid)
+
+
+def test_devnet_with_a_cheater_catches_it():
+    done = shardnet(
+        "devnet",
+        "--workers",
+        "2",
+        "--rows",
+        "1200",
+        "--cheat",
+        "noise",
+        "--spot-check-p",
+        "1.0",
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "FAULT INJECTION: noise" in done.stdout
+    assert re.search(r"VERDICT shard \d+: cheater lost", done.stdout)
+    assert "cheater caught and excluded" in done.stdout
+    assert "bit-identical to in-process onnxruntime" in done.stdout
+    assert re.search(r"cheater +0x", done.stdout) is None  # the cheater earned nothing

@@ -14,13 +14,14 @@ import pytest
 from eth_account import Account
 
 from shardnet.chain import DEV_KEYS, Anvil, TxReverted
-from shardnet.client import Client
+from shardnet.client import Client, verify_receipts
 from shardnet.demo import demo_inputs
 from shardnet.errors import RemoteError
 from shardnet.launch import LaunchError
 from shardnet.protocol import inference_pb2 as pb
 from shardnet.protocol import inference_pb2_grpc as pb_grpc
 from shardnet.protocol.tensors import add_inputs, set_param
+from shardnet.receipts import Domain
 
 pytestmark = pytest.mark.slow
 
@@ -69,6 +70,17 @@ def test_a_job_is_paid_end_to_end(paid_network, reference):
                 assert await chain.credit_of(address) == amount
 
     run(check_chain())
+
+    # The client checks the workers' signed receipts offline against its own data.
+    domain = Domain(net.deployment.chain_id, net.deployment.escrow)
+    addresses = {name: w.address for name, w in net.workers.items()}
+    assert len(result.receipts) == len(result.shards)
+    assert verify_receipts(result, {"x": x}, domain, addresses) == []
+    tampered = np.array(result.outputs["logits"])
+    tampered[0, 0] += 1
+    result.outputs["logits"] = tampered
+    problems = verify_receipts(result, {"x": x}, domain, addresses)
+    assert problems == ["shard 0: output digest differs from your outputs"]
 
     # The worker withdraws its earnings from the CLI.
     worker = net.workers["worker-1"]

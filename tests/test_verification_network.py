@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -74,5 +76,25 @@ def test_a_cheater_is_caught_slashed_and_excluded(paid_network, reference, model
 
     stake = asyncio.run(stake_dropped())
     assert stake == net.deployment.min_stake_wei // 2  # slash_bps 5000
-    log = (net.workdir / "coordinator.log").read_text()
-    assert "slashed" in log and json.dumps("cheater") in json.dumps(result.verdicts)
+    # Every verdict is recorded with its evidence; the first one was slashed on chain.
+    with Client(net.net.coordinator.address) as client:
+        verdicts = [v for v in client.verdicts(result.job_ids[0]) if v.loser == "cheater"]
+    assert verdicts and verdicts[0].offending_receipt and verdicts[0].witness_receipt
+    assert [v.slash_status for v in verdicts].count("slashed") == 1
+    assert json.loads(verdicts[0].offending_receipt)["worker"] == cheater
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shardnet",
+            "verdicts",
+            "--coordinator",
+            net.net.coordinator.address,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        done.returncode == 0 and "loser cheater" in done.stdout and "slash slashed" in done.stdout
+    )

@@ -159,6 +159,23 @@ def cmd_workers(args) -> int:
     return 0
 
 
+def cmd_verdicts(args) -> int:
+    from shardnet.client import Client
+
+    with Client(args.coordinator, timeout_s=10) as client:
+        verdicts = client.verdicts(args.job or "")
+    if not verdicts:
+        print("no verdicts")
+    for v in verdicts:
+        slash = f"slash {v.slash_status}" + (f" tx {v.slash_tx}" if v.slash_tx else "")
+        print(
+            f"#{v.id} job {v.job_id} shard {v.shard}: {v.outcome}, loser {v.loser or '-'} "
+            f"(primary {v.primary_worker}, checker {v.checker_worker}, referee {v.referee}); "
+            f"{slash}\n    {v.reason}"
+        )
+    return 0
+
+
 def cmd_demo_model(args) -> int:
     from shardnet.demo import write_demo_model
 
@@ -179,6 +196,8 @@ def cmd_devnet(args) -> int:
         keep_running=args.keep_running,
         worker_args=worker_args,
         chain=not args.no_chain,
+        cheat=args.cheat,
+        spot_check_p=args.spot_check_p,
     )
 
 
@@ -241,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coordinator", **coordinator_flag)
     p.set_defaults(func=cmd_workers)
 
+    p = sub.add_parser("verdicts", help="list spot-check disputes and their outcome")
+    p.add_argument("--coordinator", **coordinator_flag)
+    p.add_argument("--job", help="only this job id")
+    p.set_defaults(func=cmd_verdicts)
+
     add_wallet_commands(sub)
 
     p = sub.add_parser("demo-model", help="write the demo MLP (mlp.onnx) into a folder")
@@ -257,6 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="onnxruntime threads per worker session (default: 1)",
     )
     p.add_argument("--dir", type=Path, help="keep models and logs here (default: a temp folder)")
+    p.add_argument(
+        "--cheat",
+        choices=["noise", "zeros", "other-model", "replay"],
+        help="also start a worker named 'cheater' that cheats this way "
+        "(FAULT INJECTION), to watch it get caught",
+    )
+    p.add_argument(
+        "--spot-check-p",
+        type=float,
+        default=0.1,
+        help="probability that a shard is re-executed elsewhere (default: 0.1)",
+    )
     p.add_argument("--no-chain", action="store_true", help="run without Anvil: unpaid jobs only")
     p.add_argument(
         "--keep-running",

@@ -141,6 +141,10 @@ class Client:
         stub = v1_grpc.CoordinatorStub(self._channel)
         return self._call(stub.GetSettlement, v1.GetSettlementRequest(escrow_job_id=escrow_job), 10)
 
+    def verdicts(self, job_id: str = "") -> Sequence[v1.Verdict]:
+        stub = v1_grpc.CoordinatorStub(self._channel)
+        return self._call(stub.ListVerdicts, v1.ListVerdictsRequest(job_id=job_id), 10).verdicts
+
     def wait_settled(self, escrow_job: str, timeout_s: float = 60.0) -> v1.Settlement:
         """Poll until the coordinator's settlement of `escrow_job` landed (or failed)."""
         deadline = time.monotonic() + timeout_s

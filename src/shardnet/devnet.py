@@ -4,6 +4,7 @@ settlement transaction, earnings), and every child process stopped on exit or Ct
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from collections import Counter
@@ -18,6 +19,9 @@ from shardnet.demo import demo_inputs, write_demo_model
 from shardnet.launch import DevAccounts, LocalNetwork
 from shardnet.wallet import fmt_eth, start_dev_chain
 
+# Flushed at once: the devnet's progress is read live by whoever started it.
+_say = functools.partial(print, flush=True)
+
 
 def run_devnet(
     *,
@@ -27,7 +31,9 @@ def run_devnet(
     keep_running: bool,
     worker_args: list[str],
     chain: bool = True,
-    out=print,
+    cheat: str | None = None,
+    spot_check_p: float = 0.1,
+    out=_say,
 ) -> int:
     with ExitStack() as stack:
         if workdir is None:
@@ -40,8 +46,14 @@ def run_devnet(
         out(f"demo model {model_path.name} written to {models_dir}")
         t0 = time.monotonic()
 
-        coordinator_args: list[str] = []
-        worker_chain_args: list[list[str]] = [[] for _ in range(workers)]
+        coordinator_args: list[str] = [
+            "--referee-models-dir",
+            str(models_dir),
+            "--spot-check-p",
+            str(spot_check_p),
+        ]
+        names_list = [f"worker-{i + 1}" for i in range(workers)] + (["cheater"] if cheat else [])
+        worker_chain_args: list[list[str]] = [[] for _ in names_list]
         payer = None
         names: dict[str, str] = {}
         if chain:
@@ -50,14 +62,14 @@ def run_devnet(
             out(f"{'anvil':<12} pid {anvil.pid:>7}  {anvil.rpc_url}  escrow {deployment.escrow}")
             accounts = DevAccounts(workdir, workdir / "chain" / "deployment.json")
             key_dir, _ = accounts.create("coordinator")
-            coordinator_args = [
+            coordinator_args += [
                 *accounts.node_args(key_dir),
                 "--ledger",
                 str(workdir / "ledger.sqlite"),
             ]
-            for i in range(workers):
-                key_dir, identity = accounts.create(f"worker-{i + 1}")
-                names[identity.address] = f"worker-{i + 1}"
+            for i, name in enumerate(names_list):
+                key_dir, identity = accounts.create(name)
+                names[identity.address] = name
                 worker_chain_args[i] = [
                     *accounts.node_args(key_dir),
                     "--stake-wei",
@@ -69,10 +81,12 @@ def run_devnet(
         net = stack.enter_context(LocalNetwork(workdir, models_dir))
         coordinator = net.start_coordinator(*coordinator_args)
         out(f"{'coordinator':<12} pid {coordinator.pid:>7}  {coordinator.address}")
-        for i in range(workers):
-            w = net.start_worker(*worker_args, *worker_chain_args[i])
-            out(f"{w.name:<12} pid {w.pid:>7}  {w.address}")
-        net.wait_for_workers(workers)
+        for i, name in enumerate(names_list):
+            fault = ["--fault", cheat] if name == "cheater" else []
+            w = net.start_worker(*worker_args, *worker_chain_args[i], *fault, name=name)
+            label = f"  FAULT INJECTION: {cheat}" if fault else ""
+            out(f"{w.name:<12} pid {w.pid:>7}  {w.address}{label}")
+        net.wait_for_workers(len(names_list))
         out(f"network up in {time.monotonic() - t0:.2f}s; logs in {workdir}")
 
         inputs = demo_inputs(rows)
@@ -81,8 +95,27 @@ def run_devnet(
             result = client.infer("mlp", inputs, payer=payer)
             wall = time.monotonic() - t1
             settlements = [client.wait_settled(e) for e in result.escrow_jobs]
+            verdicts = client.verdicts(result.job_ids[0])
+            live = [w.info.worker_id for w in client.workers()]
         expected = ort.InferenceSession(str(model_path)).run(None, inputs)
         _print_summary(out, rows, wall, result, expected)
+        checked = sum(s["checked"] for s in result.shards)
+        out(
+            f"spot checks: {checked} of {len(result.shards)} shards re-executed on another "
+            f"worker (p = {spot_check_p})"
+        )
+        for v in verdicts:
+            out(
+                f"VERDICT shard {v.shard}: {v.loser or 'nobody'} lost ({v.outcome}), referee "
+                f"{v.referee}; slash {v.slash_status}\n    {v.reason}"
+            )
+        if cheat:
+            caught = any(v.loser == "cheater" for v in verdicts)
+            out(
+                f"cheater {'caught and excluded' if 'cheater' not in live else 'not caught'}"
+                if caught
+                else "cheater not caught in this job (raise --spot-check-p)"
+            )
         for s in settlements:
             _print_settlement(out, s, names)
         if keep_running:

@@ -77,7 +77,8 @@ def compare(
         if not close.all():
             i = int(np.argmin(close.reshape(-1)))
             return (
-                f"{name}: element {i} is {x.reshape(-1)[i]!r} vs {y.reshape(-1)[i]!r} "
+                f"{name}: element {i} is {float(x.reshape(-1)[i]):.7g} vs "
+                f"{float(y.reshape(-1)[i]):.7g} "
                 f"(atol {tol.atol}, rtol {tol.rtol})"
             )
     return None

@@ -183,14 +183,18 @@ def cmd_chain(args) -> int:
         slash_bps=args.slash_bps,
         unbonding_s=args.unbonding_s,
     )
+    stop: list[int] = []
+    # Install the handlers before announcing the chain, so an early Ctrl-C is not lost.
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     with anvil:
         print(f"anvil pid {anvil.pid} at {anvil.rpc_url} (chain id {deployment.chain_id})")
         print(f"registry {deployment.registry}")
         print(f"escrow   {deployment.escrow}")
-        print(f"deployment written to {args.dir / 'deployment.json'}; Ctrl-C stops the chain")
-        stop = []
-        signal.signal(signal.SIGINT, lambda *_: stop.append(1))
-        signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+        print(
+            f"deployment written to {args.dir / 'deployment.json'}; Ctrl-C stops the chain",
+            flush=True,
+        )
         while not stop and anvil.alive():
             time.sleep(0.2)
     print("chain stopped; its state is kept in", args.dir / "anvil-state.json")

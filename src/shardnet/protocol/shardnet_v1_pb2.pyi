@@ -189,3 +189,47 @@ class Settlement(_message.Message):
     attempts: int
     last_error: str
     def __init__(self, escrow_job_id: _Optional[str] = ..., job_id: _Optional[str] = ..., status: _Optional[str] = ..., tx_hash: _Optional[str] = ..., gas_used: _Optional[int] = ..., payments: _Optional[_Iterable[_Union[Payment, _Mapping]]] = ..., coordinator_fee_wei: _Optional[str] = ..., charge_wei: _Optional[str] = ..., results_root: _Optional[str] = ..., attempts: _Optional[int] = ..., last_error: _Optional[str] = ...) -> None: ...
+
+class ListVerdictsRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class Verdict(_message.Message):
+    __slots__ = ("id", "job_id", "shard", "outcome", "primary_worker", "checker_worker", "referee", "loser", "reason", "offending_receipt", "witness_receipt", "slash_status", "slash_tx", "slash_error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_WORKER_FIELD_NUMBER: _ClassVar[int]
+    CHECKER_WORKER_FIELD_NUMBER: _ClassVar[int]
+    REFEREE_FIELD_NUMBER: _ClassVar[int]
+    LOSER_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    OFFENDING_RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    WITNESS_RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    SLASH_STATUS_FIELD_NUMBER: _ClassVar[int]
+    SLASH_TX_FIELD_NUMBER: _ClassVar[int]
+    SLASH_ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    job_id: str
+    shard: int
+    outcome: str
+    primary_worker: str
+    checker_worker: str
+    referee: str
+    loser: str
+    reason: str
+    offending_receipt: str
+    witness_receipt: str
+    slash_status: str
+    slash_tx: str
+    slash_error: str
+    def __init__(self, id: _Optional[int] = ..., job_id: _Optional[str] = ..., shard: _Optional[int] = ..., outcome: _Optional[str] = ..., primary_worker: _Optional[str] = ..., checker_worker: _Optional[str] = ..., referee: _Optional[str] = ..., loser: _Optional[str] = ..., reason: _Optional[str] = ..., offending_receipt: _Optional[str] = ..., witness_receipt: _Optional[str] = ..., slash_status: _Optional[str] = ..., slash_tx: _Optional[str] = ..., slash_error: _Optional[str] = ...) -> None: ...
+
+class ListVerdictsResponse(_message.Message):
+    __slots__ = ("verdicts",)
+    VERDICTS_FIELD_NUMBER: _ClassVar[int]
+    verdicts: _containers.RepeatedCompositeFieldContainer[Verdict]
+    def __init__(self, verdicts: _Optional[_Iterable[_Union[Verdict, _Mapping]]] = ...) -> None: ...

@@ -62,6 +62,11 @@ class CoordinatorStub(object):
                 request_serializer=shardnet_dot_protocol_dot_shardnet__v1__pb2.GetSettlementRequest.SerializeToString,
                 response_deserializer=shardnet_dot_protocol_dot_shardnet__v1__pb2.Settlement.FromString,
                 _registered_method=True)
+        self.ListVerdicts = channel.unary_unary(
+                '/shardnet.v1.Coordinator/ListVerdicts',
+                request_serializer=shardnet_dot_protocol_dot_shardnet__v1__pb2.ListVerdictsRequest.SerializeToString,
+                response_deserializer=shardnet_dot_protocol_dot_shardnet__v1__pb2.ListVerdictsResponse.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer(object):
@@ -102,6 +107,13 @@ class CoordinatorServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListVerdicts(self, request, context):
+        """Spot-check disputes and their evidence, newest last.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +141,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.GetSettlement,
                     request_deserializer=shardnet_dot_protocol_dot_shardnet__v1__pb2.GetSettlementRequest.FromString,
                     response_serializer=shardnet_dot_protocol_dot_shardnet__v1__pb2.Settlement.SerializeToString,
+            ),
+            'ListVerdicts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVerdicts,
+                    request_deserializer=shardnet_dot_protocol_dot_shardnet__v1__pb2.ListVerdictsRequest.FromString,
+                    response_serializer=shardnet_dot_protocol_dot_shardnet__v1__pb2.ListVerdictsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,6 +286,33 @@ class Coordinator(object):
             '/shardnet.v1.Coordinator/GetSettlement',
             shardnet_dot_protocol_dot_shardnet__v1__pb2.GetSettlementRequest.SerializeToString,
             shardnet_dot_protocol_dot_shardnet__v1__pb2.Settlement.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVerdicts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardnet.v1.Coordinator/ListVerdicts',
+            shardnet_dot_protocol_dot_shardnet__v1__pb2.ListVerdictsRequest.SerializeToString,
+            shardnet_dot_protocol_dot_shardnet__v1__pb2.ListVerdictsResponse.FromString,
             options,
             channel_credentials,
             insecure,
