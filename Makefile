@@ -39,6 +39,7 @@ test-python: setup
 bench: setup
 	$(PY) benchmarks/overhead_scaling.py
 	$(PY) benchmarks/chain_cost.py
+	$(PY) benchmarks/detection.py
 
 proto: setup
 	$(PY) -m shardnet.protocol.codegen
