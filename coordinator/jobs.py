@@ -36,6 +36,7 @@ from shardnet.signature import ModelSignature
 from shardnet.verification import Tensor
 
 log = logging.getLogger(__name__)
+_random = secrets.SystemRandom()
 
 COORDINATOR = WorkerId("coordinator")  # rows the coordinator's own referee computed
 
@@ -301,7 +302,7 @@ class JobRunner:
         errors: list[str] = []
         for attempt in range(1, (attempts or self.config.max_attempts) + 1):
             if worker is None or not self.registry.is_live(worker) or worker.id in tried:
-                worker = self._pick_other(sha, tried)
+                worker = self._pick_other(sha, tried, at_random=optional)
                 if worker is None:
                     break
             tried.add(worker.id)
@@ -357,10 +358,17 @@ class JobRunner:
             f"on every worker tried: {'; '.join(errors) or 'no live worker left'}"
         )
 
-    def _pick_other(self, sha: str, tried: set[WorkerId]) -> Worker | None:
+    def _pick_other(
+        self, sha: str, tried: set[WorkerId], *, at_random: bool = False
+    ) -> Worker | None:
+        """The worker to try next: the fastest untried one for a shard's own attempts; a
+        uniformly random one for a check or a referee, so nobody can predict (or arrange)
+        who checks whom."""
         candidates = [w for w in self.registry.serving(sha) if w.id not in tried]
         if not candidates:
             return None
+        if at_random:
+            return _random.choice(candidates)
         rates = self.registry.rates_for(sha, candidates)
         return max(candidates, key=lambda w: rates[w.id])
 
