@@ -14,6 +14,7 @@ from shardnet.protocol import shardnet_v1_pb2 as v1
 from shardnet.rpc import channel
 from shardnet.sharding import WorkerId, effective_rates, ewma, hardware_score
 from shardnet.signature import ModelSignature
+from shardnet.tls import fingerprint, pinned_channel
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,14 @@ class Worker:
         return WorkerId(self.info.worker_id)
 
 
+def worker_channel(info: v1.WorkerInfo) -> grpc.aio.Channel:
+    """TLS pinned to the certificate the worker presented, or plaintext when it has none
+    (allowed only with --allow-plaintext-workers)."""
+    if info.tls_certificate:
+        return pinned_channel(info.endpoint, info.tls_certificate)
+    return channel(info.endpoint)
+
+
 def parse_worker_info(info: v1.WorkerInfo) -> dict[str, ModelSignature]:
     """Check a registration and return the worker's model signatures by sha256."""
     if not info.worker_id:
@@ -46,6 +55,11 @@ def parse_worker_info(info: v1.WorkerInfo) -> dict[str, ModelSignature]:
     host, _, port = info.endpoint.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise InvalidRequest(f"endpoint {info.endpoint!r} is not host:port")
+    if info.tls_certificate:
+        try:
+            fingerprint(info.tls_certificate)
+        except ValueError:
+            raise InvalidRequest("tls_certificate is not a PEM certificate") from None
     signatures = {}
     for model in info.models:
         if len(model.sha256) != 64 or any(c not in "0123456789abcdef" for c in model.sha256):
@@ -102,7 +116,7 @@ class WorkerRegistry:
         old = self._workers.pop(worker_id, None)
         if old is not None:
             await old.channel.close()
-        ch = channel(info.endpoint)
+        ch = worker_channel(info)
         hw = info.hardware
         worker = Worker(
             info=info,

@@ -22,7 +22,7 @@ from shardnet.coordinator.payments import (
     Payments,
     PaymentTerms,
 )
-from shardnet.coordinator.registry import WorkerRegistry, parse_worker_info
+from shardnet.coordinator.registry import WorkerRegistry, parse_worker_info, worker_channel
 from shardnet.coordinator.verify import Verifier
 from shardnet.errors import (
     DeadlineExceeded,
@@ -54,9 +54,10 @@ from shardnet.protocol import shardnet_v1_pb2 as v1
 from shardnet.protocol import shardnet_v1_pb2_grpc as v1_grpc
 from shardnet.protocol.tensors import decode_request_inputs, param_value, set_param
 from shardnet.receipts import Domain, job_key
-from shardnet.rpc import announce_ready, bind, channel, create_server, translate_errors
+from shardnet.rpc import announce_ready, bind, create_server, translate_errors
 from shardnet.signature import select_outputs, validate_inputs
 from shardnet.stats import ModelStats
+from shardnet.tls import fingerprint
 from shardnet.verification import parse_tolerances
 
 log = logging.getLogger(__name__)
@@ -223,9 +224,14 @@ class CoordinatorServicer(v1_grpc.CoordinatorServicer):
         reason = self.registry.banned_reason(info)
         if reason is not None:
             raise Excluded(f"this worker is excluded from the network: {reason}")
+        if not info.tls_certificate and not self.config.allow_plaintext_workers:
+            raise EscrowRejected(
+                "this worker serves plaintext gRPC; drop --plaintext, or start the "
+                "coordinator with --allow-plaintext-workers (local debugging only)"
+            )
         if self.payments.enabled:
             await self._check_paid_identity(info)
-        await self._check_reachable(info.endpoint)
+        await self._check_reachable(info)
         await self.registry.add(info)
         return v1.RegisterResponse(
             heartbeat_interval_s=self.config.heartbeat_interval_s, ttl_s=self.config.worker_ttl_s
@@ -238,7 +244,13 @@ class CoordinatorServicer(v1_grpc.CoordinatorServicer):
                 "this coordinator pays workers on chain: "
                 "start the worker with --chain and --key-dir"
             )
-        claim = worker_claim(info.worker_id, info.endpoint, info.chain_address, info.peer_key)
+        claim = worker_claim(
+            info.worker_id,
+            info.endpoint,
+            info.chain_address,
+            info.peer_key,
+            fingerprint(info.tls_certificate) if info.tls_certificate else "none",
+        )
         try:
             signer = recover_text_signer(claim, info.address_proof)
         except IdentityError as exc:
@@ -247,8 +259,9 @@ class CoordinatorServicer(v1_grpc.CoordinatorServicer):
             raise InvalidRequest(f"address_proof is not signed by {info.chain_address}")
         await self.payments.check_worker(info.chain_address, info.peer_key)
 
-    async def _check_reachable(self, endpoint: str) -> None:
-        async with channel(endpoint) as ch:
+    async def _check_reachable(self, info: v1.WorkerInfo) -> None:
+        endpoint = info.endpoint
+        async with worker_channel(info) as ch:
             try:
                 reply = await pb_grpc.GRPCInferenceServiceStub(ch).ServerReady(
                     pb.ServerReadyRequest(), timeout=3.0

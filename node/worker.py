@@ -19,6 +19,7 @@ from shardnet.protocol import inference_pb2_grpc as pb_grpc
 from shardnet.protocol import shardnet_v1_pb2 as v1
 from shardnet.receipts import Domain
 from shardnet.rpc import announce_ready, bind, create_server
+from shardnet.tls import fingerprint, make_tls_identity
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,13 @@ async def join_chain(config: WorkerConfig, info: v1.WorkerInfo) -> ReceiptSigner
     info.chain_address = identity.address
     info.peer_key = identity.peer_key
     info.address_proof = identity.sign_text(
-        worker_claim(info.worker_id, info.endpoint, identity.address, identity.peer_key)
+        worker_claim(
+            info.worker_id,
+            info.endpoint,
+            identity.address,
+            identity.peer_key,
+            fingerprint(info.tls_certificate) if info.tls_certificate else "none",
+        )
     )
     return ReceiptSigner(
         identity.address, identity.account.key, Domain(deployment.chain_id, deployment.escrow)
@@ -94,7 +101,8 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
         log.warning("FAULT INJECTION: holding every shard %.1fs", config.fault_delay_s)
     server = create_server()
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
-    port = bind(server, config.host, config.port)
+    tls = None if config.plaintext else make_tls_identity(advertised_host(config))
+    port = bind(server, config.host, config.port, tls.server_credentials() if tls else None)
     await server.start()
     worker_id = config.worker_id or f"worker-{secrets.token_hex(4)}"
     endpoint = f"{advertised_host(config)}:{port}"
@@ -111,7 +119,10 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
             for m in repo
         ],
         max_concurrency=config.max_concurrency,
+        tls_certificate=tls.cert_pem if tls else b"",
     )
+    if tls is None:
+        log.warning("serving PLAINTEXT gRPC (--plaintext): for local debugging only")
     if config.chain is not None:
         servicer.signer = await join_chain(config, info)
     log.info(
@@ -121,7 +132,12 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
         endpoint,
         ", ".join(providers),
     )
-    announce_ready(config.ready_file, address=endpoint, worker_id=worker_id)
+    announce_ready(
+        config.ready_file,
+        address=endpoint,
+        worker_id=worker_id,
+        tls_certificate=tls.cert_pem.decode() if tls else None,
+    )
     try:
         async with asyncio.TaskGroup() as tg:
             join = None

@@ -3,7 +3,9 @@
 Run as its own process: tritonclient registers the same protobuf names (`inference.*`) as
 shardnet's stubs, so the two cannot share one process's descriptor pool.
 
-    python tests/stock_client.py HOST:PORT INPUT.npy OUTPUT.npz
+    python tests/stock_client.py HOST:PORT INPUT.npy OUTPUT.npz [CA.pem]
+
+With CA.pem (a worker's self-signed certificate) the client speaks TLS and trusts it.
 """
 
 import sys
@@ -12,8 +14,11 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 
-def main(address: str, input_path: str, output_path: str) -> None:
-    client = grpcclient.InferenceServerClient(url=address)
+def main(address: str, input_path: str, output_path: str, ca: str | None = None) -> None:
+    if ca:
+        client = grpcclient.InferenceServerClient(url=address, ssl=True, root_certificates=ca)
+    else:
+        client = grpcclient.InferenceServerClient(url=address)
     assert client.is_server_live(), "server not live"
     metadata = client.get_model_metadata("mlp", as_json=True)
     (tensor,) = metadata["inputs"]

@@ -16,7 +16,6 @@ from shardnet.errors import RemoteError
 from shardnet.protocol import inference_pb2 as pb
 from shardnet.protocol import inference_pb2_grpc as pb_grpc
 from shardnet.protocol.tensors import add_inputs
-from shardnet.rpc import GRPC_OPTIONS
 
 pytestmark = pytest.mark.slow
 
@@ -105,9 +104,9 @@ BAD_REQUESTS = {
 @pytest.mark.parametrize("target", ["coordinator", "worker"])
 @pytest.mark.parametrize("case", list(BAD_REQUESTS))
 def test_bad_input_gets_the_right_status_and_servers_keep_serving(network, target, case):
-    address = network.coordinator.address if target == "coordinator" else network.workers[0].address
+    proc = network.coordinator if target == "coordinator" else network.workers[0]
     make, code, message = BAD_REQUESTS[case]
-    with grpc.insecure_channel(address, options=GRPC_OPTIONS) as channel:
+    with proc.channel() as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         with pytest.raises(grpc.RpcError) as info:
             stub.ModelInfer(make(), timeout=10)

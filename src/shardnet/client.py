@@ -90,15 +90,26 @@ class Payer:
         return "0x" + job_id.hex()
 
 
+def sync_channel(address: str, tls_certificate: bytes | None = None) -> grpc.Channel:
+    if tls_certificate:
+        credentials = grpc.ssl_channel_credentials(root_certificates=tls_certificate)
+        return grpc.secure_channel(address, credentials, options=GRPC_OPTIONS)
+    return grpc.insecure_channel(address, options=GRPC_OPTIONS)
+
+
 def _remote(exc: grpc.RpcError) -> RemoteError:
     return RemoteError(exc.code(), exc.details() or "")
 
 
 class Client:
-    def __init__(self, address: str, *, timeout_s: float = 300.0) -> None:
+    def __init__(
+        self, address: str, *, timeout_s: float = 300.0, tls_certificate: bytes | None = None
+    ) -> None:
+        """`tls_certificate`: the PEM certificate to trust when talking straight to a worker
+        (workers serve TLS with a self-signed certificate; coordinators plaintext here)."""
         self.address = address
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
+        self._channel = sync_channel(address, tls_certificate)
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
 
     def close(self) -> None:

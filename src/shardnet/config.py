@@ -66,6 +66,7 @@ class WorkerConfig(_Config):
     passphrase_file: Path | None = Field(
         None, description="file holding the key passphrase (else $SHARDNET_PASSPHRASE or a prompt)"
     )
+    plaintext: bool = Field(False, description="serve gRPC without TLS (local debugging only)")
     stake_wei: int = Field(
         0,
         ge=0,
@@ -153,6 +154,9 @@ class CoordinatorConfig(_Config):
     )
     referee_models_dir: Path | None = Field(
         None, description="models the coordinator runs itself to referee a disagreement"
+    )
+    allow_plaintext_workers: bool = Field(
+        False, description="accept workers serving plaintext gRPC (local debugging only)"
     )
     max_strikes: int = Field(1, ge=1, description="lost verdicts after which a worker is excluded")
     payment_policy: Literal["open", "required"] = Field(

@@ -96,11 +96,14 @@ class Identity:
         return bytes(self.account.sign_message(encode_defunct(text=text)).signature)
 
 
-def worker_claim(worker_id: str, endpoint: str, address: str, peer_key: bytes) -> str:
-    """The text a worker signs with its chain key when it registers with a coordinator."""
+def worker_claim(
+    worker_id: str, endpoint: str, address: str, peer_key: bytes, tls_fingerprint: str
+) -> str:
+    """The text a worker signs with its chain key when it registers with a coordinator:
+    it binds its address, peer key and TLS certificate together."""
     return (
         f"shardnet worker {worker_id} at {endpoint} is paid at {address} "
-        f"with peer key {peer_key.hex()}"
+        f"with peer key {peer_key.hex()} and TLS certificate sha256 {tls_fingerprint}"
     )
 
 

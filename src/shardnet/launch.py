@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+
 from shardnet.chain import DEV_KEYS, Chain, Deployment
-from shardnet.client import Client
+from shardnet.client import Client, sync_channel
 from shardnet.errors import ShardnetError
 from shardnet.identity import Identity
 
@@ -34,6 +36,16 @@ class Process:
     @property
     def address(self) -> str:
         return self.info["address"]
+
+    @property
+    def tls_certificate(self) -> bytes | None:
+        """The PEM certificate a worker serves (None for plaintext and coordinators)."""
+        pem = self.info.get("tls_certificate")
+        return pem.encode() if pem else None
+
+    def channel(self) -> grpc.Channel:
+        """A blocking channel to this process, trusting its certificate if it has one."""
+        return sync_channel(self.address, self.tls_certificate)
 
     @property
     def pid(self) -> int:

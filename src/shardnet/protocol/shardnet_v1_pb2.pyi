@@ -42,7 +42,7 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., metadata: _Optional[_Union[_inference_pb2.ModelMetadataResponse, _Mapping]] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("worker_id", "endpoint", "hardware", "models", "max_concurrency", "chain_address", "peer_key", "address_proof")
+    __slots__ = ("worker_id", "endpoint", "hardware", "models", "max_concurrency", "chain_address", "peer_key", "address_proof", "tls_certificate")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     HARDWARE_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +51,7 @@ class WorkerInfo(_message.Message):
     CHAIN_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PEER_KEY_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_PROOF_FIELD_NUMBER: _ClassVar[int]
+    TLS_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     endpoint: str
     hardware: Hardware
@@ -59,7 +60,8 @@ class WorkerInfo(_message.Message):
     chain_address: str
     peer_key: bytes
     address_proof: bytes
-    def __init__(self, worker_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., hardware: _Optional[_Union[Hardware, _Mapping]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., max_concurrency: _Optional[int] = ..., chain_address: _Optional[str] = ..., peer_key: _Optional[bytes] = ..., address_proof: _Optional[bytes] = ...) -> None: ...
+    tls_certificate: bytes
+    def __init__(self, worker_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., hardware: _Optional[_Union[Hardware, _Mapping]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., max_concurrency: _Optional[int] = ..., chain_address: _Optional[str] = ..., peer_key: _Optional[bytes] = ..., address_proof: _Optional[bytes] = ..., tls_certificate: _Optional[bytes] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
     __slots__ = ("worker",)
