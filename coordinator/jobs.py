@@ -22,6 +22,7 @@ from shardnet.config import CoordinatorConfig
 from shardnet.coordinator.registry import Worker, WorkerRegistry
 from shardnet.coordinator.verify import Verifier
 from shardnet.errors import InvalidRequest, ShardnetError, Unavailable
+from shardnet.events import JobEvents
 from shardnet.protocol import inference_pb2 as pb
 from shardnet.protocol.tensors import decode_raw, param_value, set_param, to_raw
 from shardnet.receipts import (
@@ -50,6 +51,7 @@ class Job:
     rows: int | None  # None: the model has no batch dimension; the request is one shard
     receipt_job: bytes = b""  # the bytes32 receipts name (escrow job, or hash of job_id)
     escrow_id: str | None = None  # 0x hex of the escrow paying for the job
+    events: JobEvents | None = None  # where the job's progress is published (MQTT)
 
 
 @dataclass
@@ -125,6 +127,8 @@ class JobRunner:
             min_shard_rows=self.config.min_shard_rows if job.rows else 1,
         )
         state = _JobState()
+        if job.events is not None:
+            job.events.accepted(job.signature.name, job.rows or 1, len(plan))
         started = time.monotonic()
         outcomes = await self._gather(
             [
@@ -241,6 +245,9 @@ class JobRunner:
             job, spec, primary, checker, referee, decision, local=local
         )
         state.verdicts.append(verdict)
+        if job.events is not None:
+            for loser in decision.losers or (None,):
+                job.events.verdict(spec.index, loser, decision.outcome.value)
         state.cheaters.update(decision.losers)
         if decision.winner is primary:
             return primary
@@ -316,6 +323,8 @@ class JobRunner:
                 cap_s=self.config.shard_timeout_s,
             )
             t0 = time.monotonic()
+            if job.events is not None:
+                job.events.shard_dispatched(spec.index, spec.rows, worker.id)
             try:
                 response = await worker.stub.ModelInfer(request, timeout=timeout)
                 tensors = self._check_response(job, spec, response)
@@ -348,6 +357,8 @@ class JobRunner:
                 continue
             worker.shards_done += 1
             now = time.monotonic()
+            if job.events is not None:
+                job.events.shard_done(spec.index, worker.id, (now - t0) * 1000)
             return ShardOutcome(
                 spec, worker.id, worker.info.chain_address, attempt, now - t0, now, tensors, receipt
             )

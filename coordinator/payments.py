@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -69,6 +69,9 @@ class Payments:
         self.ledger = ledger
         self.terms = terms
         self._wake = asyncio.Event()
+        # Told when a job's settlement lands or is refused (the coordinator publishes it).
+        self.on_settled: Callable[[str, str, int], None] = lambda job_id, tx, charge: None
+        self.on_settle_failed: Callable[[str, str], None] = lambda job_id, reason: None
 
     @property
     def enabled(self) -> bool:
@@ -217,6 +220,7 @@ class Payments:
                 events = await self.chain.settlements(job)
                 tx = events[0].tx_hash if events else None
                 self.ledger.settled(row.escrow_job_id, tx, None)
+                self.on_settled(row.job_id, tx or "", row.charge_wei)
                 log.info("settlement of %s found on chain (%s)", row.escrow_job_id, tx)
                 return
             t0 = time.monotonic()
@@ -238,9 +242,11 @@ class Payments:
                 self._drop_payee(row, str(exc.error_args.get("worker", "")))
                 return
             self.ledger.failed(row.escrow_job_id, str(exc))
+            self.on_settle_failed(row.job_id, str(exc))
             log.error("settlement of %s refused: %s", row.escrow_job_id, exc)
             return
         self.ledger.settled(row.escrow_job_id, result.tx_hash, result.gas_used)
+        self.on_settled(row.job_id, result.tx_hash, row.charge_wei)
         log.info(
             "settled %s in tx %s (%d gas, %.0f ms)",
             row.escrow_job_id,

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import time
 import uuid
 
@@ -33,6 +34,7 @@ from shardnet.errors import (
     ShardnetError,
     Unavailable,
 )
+from shardnet.events import EventBus, EventsUnavailable, JobEvents, parse_broker
 from shardnet.identity import (
     Identity,
     IdentityError,
@@ -55,12 +57,59 @@ from shardnet.protocol import shardnet_v1_pb2_grpc as v1_grpc
 from shardnet.protocol.tensors import decode_request_inputs, param_value, set_param
 from shardnet.receipts import Domain, job_key
 from shardnet.rpc import announce_ready, bind, create_server, translate_errors
+from shardnet.sharding import WorkerId
 from shardnet.signature import select_outputs, validate_inputs
 from shardnet.stats import ModelStats
 from shardnet.tls import fingerprint
 from shardnet.verification import parse_tolerances
+from shardnet.watch import watch
 
 log = logging.getLogger(__name__)
+
+WORKER_STATUS_TOPICS = "shardnet/v1/workers/+/status"
+
+
+class JobFeeds:
+    """Each job's MQTT event publisher, kept until the job's story ends: completion for an
+    unpaid job, settlement (or its failure) for a paid one."""
+
+    def __init__(self, bus: EventBus | None) -> None:
+        self.bus = bus
+        self._feeds: dict[str, JobEvents] = {}
+
+    def open(self, job_id: str) -> JobEvents | None:
+        if self.bus is None:
+            return None
+        self._feeds[job_id] = feed = JobEvents(self.bus, job_id)
+        return feed
+
+    def completed(self, job_id: str, *, paid: bool, **fields) -> None:
+        feed = self._feeds.get(job_id) if paid else self._feeds.pop(job_id, None)
+        if feed is not None:
+            feed.completed(**fields)
+
+    def failed(self, job_id: str, reason: str, *, paid: bool = False) -> None:
+        feed = self._feeds.get(job_id) if paid else self._feeds.pop(job_id, None)
+        if feed is not None:
+            feed.failed(reason)
+
+    def settled(self, job_id: str, tx_hash: str, charge: int) -> None:
+        feed = self._feeds.pop(job_id, None)
+        if feed is not None:
+            feed.settled(tx_hash, charge)
+
+    def settle_failed(self, job_id: str, reason: str) -> None:
+        feed = self._feeds.pop(job_id, None)
+        if feed is not None:
+            feed.failed(f"settlement refused: {reason}")
+
+
+def _reason(exc: BaseException, deadline: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"deadline of {deadline:.1f}s exceeded"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled by the client"
+    return str(exc) or type(exc).__name__
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -70,10 +119,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         config: CoordinatorConfig,
         payments: Payments,
         verifier: Verifier,
+        feeds: JobFeeds | None = None,
     ) -> None:
         self.registry = registry
         self.config = config
         self.payments = payments
+        self.feeds = feeds or JobFeeds(None)
         self.runner = JobRunner(registry, config, verifier)
         self.stats = ModelStats()
         self.active_jobs = 0
@@ -144,6 +195,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 names,
                 rows,
                 escrow_id=escrow_id,
+                events=self.feeds.open(job_id),
                 # On a chain, workers sign a receipt for every shard.
                 receipt_job=job_key(escrow_id, job_id) if self.payments.enabled else b"",
             )
@@ -153,6 +205,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             self.stats.record(
                 sig.name, sig.sha256, ok=False, duration_ns=time.perf_counter_ns() - started
             )
+            self.feeds.failed(job_id, _reason(exc, deadline), paid=escrow_id is not None)
             if escrow_id is not None:
                 self.payments.record(escrow_id, rows or 1, {}, [])  # owes nothing: refund now
             if isinstance(exc, TimeoutError):
@@ -173,6 +226,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             self.payments.record(
                 escrow_id, rows or 1, rows_by_address, [s.raws for s in result.shards]
             )
+        self.feeds.completed(
+            job_id,
+            paid=escrow_id is not None,
+            rows=rows or 1,
+            shards=len(result.shards),
+            workers=sorted({s.worker for s in result.shards}),
+        )
         response = pb.ModelInferResponse(
             model_name=sig.name, model_version=sig.sha256, id=request.id
         )
@@ -323,6 +383,38 @@ async def _expire_loop(registry: WorkerRegistry, period_s: float) -> None:
         await registry.expire()
 
 
+def _incarnation(info: v1.WorkerInfo) -> str:
+    """What tells one run of a worker from another: its fresh TLS certificate."""
+    return fingerprint(info.tls_certificate) if info.tls_certificate else info.endpoint
+
+
+async def _watch_worker_status(registry: WorkerRegistry, broker: tuple[str, int]) -> None:
+    """Stop routing to a worker the moment MQTT says it went offline (its Last Will, or a
+    clean shutdown). The gRPC heartbeat TTL still catches what MQTT misses (a frozen
+    process, or no broker at all)."""
+    backoff = 0.5
+    while True:
+        try:
+            async for event in watch(*broker, topics=[WORKER_STATUS_TOPICS]):
+                backoff = 0.5
+                if event.kind != "worker_status" or event.data.get("state") != "offline":
+                    continue
+                worker = registry.get(WorkerId(event.subject))
+                if worker is not None and event.data.get("incarnation") == _incarnation(
+                    worker.info
+                ):
+                    log.warning(
+                        "worker %s is offline (%s): no more shards",
+                        worker.id,
+                        event.data.get("cause", "will"),
+                    )
+                    await registry.remove(worker.id)
+        except EventsUnavailable as exc:
+            log.debug("worker status feed unavailable: %s", exc)
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 10.0)
+
+
 async def _stake_watch_loop(registry: WorkerRegistry, payments: Payments, period_s: float):
     """Drop workers whose stake went away (unbonded, slashed below the minimum)."""
     while True:
@@ -393,9 +485,17 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> Non
     payments = await open_payments(config)
     registry = WorkerRegistry(ttl_s=config.worker_ttl_s, ewma_alpha=config.ewma_alpha)
     verifier = make_verifier(config, registry, payments)
+    broker = parse_broker(config.mqtt)
+    bus = None
+    if broker is not None:
+        bus = EventBus(*broker, f"shardnet-coordinator-{os.getpid()}-{secrets.token_hex(3)}")
+        await bus.start()
+    feeds = JobFeeds(bus)
+    payments.on_settled = feeds.settled
+    payments.on_settle_failed = feeds.settle_failed
     server = create_server()
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceServicer(registry, config, payments, verifier), server
+        InferenceServicer(registry, config, payments, verifier, feeds), server
     )
     v1_grpc.add_CoordinatorServicer_to_server(
         CoordinatorServicer(registry, config, payments), server
@@ -416,6 +516,12 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> Non
                     _expire_loop(registry, config.worker_ttl_s / 4), name="coordinator.expire"
                 )
             ]
+            if broker is not None:
+                loops.append(
+                    tg.create_task(
+                        _watch_worker_status(registry, broker), name="coordinator.worker_status"
+                    )
+                )
             if payments.enabled:
                 loops.append(tg.create_task(payments.run_settler(), name="coordinator.settle"))
                 loops.append(
@@ -431,3 +537,5 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> Non
         await server.stop(grace=2.0)
         await registry.close()
         await payments.close()
+        if bus is not None:
+            await bus.close()

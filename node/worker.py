@@ -6,9 +6,11 @@ import asyncio
 import logging
 import secrets
 import socket
+from contextlib import AsyncExitStack
 
 from shardnet.chain import Chain, ChainError, Deployment
 from shardnet.config import WorkerConfig
+from shardnet.events import EventBus, WorkerPresence, parse_broker, worker_will
 from shardnet.identity import Identity, read_passphrase, worker_claim
 from shardnet.node.faults import FaultInjector
 from shardnet.node.hardware import choose_providers, probe
@@ -138,8 +140,30 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
         worker_id=worker_id,
         tls_certificate=tls.cert_pem.decode() if tls else None,
     )
+    broker = parse_broker(config.mqtt)
+    incarnation = fingerprint(tls.cert_pem) if tls else endpoint
     try:
-        async with asyncio.TaskGroup() as tg:
+        async with AsyncExitStack() as stack, asyncio.TaskGroup() as tg:
+            if broker is not None:
+                # Retained online status, heartbeats, and a Will that marks us offline
+                # if we die; the cert fingerprint tells this run from an earlier one.
+                bus = await stack.enter_async_context(
+                    EventBus(
+                        *broker,
+                        f"shardnet-worker-{worker_id}-{secrets.token_hex(3)}",
+                        will=worker_will(worker_id, endpoint, incarnation=incarnation),
+                        keepalive_s=5,
+                    )
+                )
+                await stack.enter_async_context(
+                    WorkerPresence(
+                        bus,
+                        worker_id,
+                        endpoint,
+                        interval_s=1.0,
+                        info={"incarnation": incarnation},
+                    )
+                )
             join = None
             if config.coordinator:
                 join = tg.create_task(

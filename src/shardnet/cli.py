@@ -176,6 +176,17 @@ def cmd_verdicts(args) -> int:
     return 0
 
 
+def cmd_watch(args) -> int:
+    from shardnet.events import parse_broker
+    from shardnet.watch import run_watch
+
+    broker = parse_broker(args.mqtt)
+    if broker is None:
+        raise CliError("--mqtt must name a broker host:port")
+    args.mqtt_host, args.mqtt_port = broker
+    return run_watch(args)
+
+
 def cmd_demo_model(args) -> int:
     from shardnet.demo import write_demo_model
 
@@ -259,6 +270,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("workers", help="list the workers a coordinator knows")
     p.add_argument("--coordinator", **coordinator_flag)
     p.set_defaults(func=cmd_workers)
+
+    p = sub.add_parser("watch", help="follow a job or the whole network live over MQTT")
+    p.add_argument(
+        "--mqtt",
+        default=os.environ.get("SHARDNET_MQTT", "127.0.0.1:1883"),
+        help="MQTT broker host:port (default: $SHARDNET_MQTT or 127.0.0.1:1883)",
+    )
+    p.add_argument("--job", help="only this job id (ends when it settles or fails)")
+    p.add_argument("--timeout", type=float, help="stop after this many seconds")
+    p.add_argument("--json", action="store_true", help="print raw JSON events")
+    p.add_argument("--heartbeats", action="store_true", help="include worker heartbeats")
+    p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("verdicts", help="list spot-check disputes and their outcome")
     p.add_argument("--coordinator", **coordinator_flag)

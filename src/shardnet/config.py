@@ -66,6 +66,11 @@ class WorkerConfig(_Config):
     passphrase_file: Path | None = Field(
         None, description="file holding the key passphrase (else $SHARDNET_PASSPHRASE or a prompt)"
     )
+    mqtt: str = Field(
+        "127.0.0.1:1883",
+        description="MQTT broker host:port for live events ('' = no events); inference "
+        "works without it",
+    )
     plaintext: bool = Field(False, description="serve gRPC without TLS (local debugging only)")
     stake_wei: int = Field(
         0,
@@ -154,6 +159,11 @@ class CoordinatorConfig(_Config):
     )
     referee_models_dir: Path | None = Field(
         None, description="models the coordinator runs itself to referee a disagreement"
+    )
+    mqtt: str = Field(
+        "127.0.0.1:1883",
+        description="MQTT broker host:port for live events ('' = no events); inference "
+        "works without it",
     )
     allow_plaintext_workers: bool = Field(
         False, description="accept workers serving plaintext gRPC (local debugging only)"
