@@ -68,6 +68,7 @@ class Payments:
         self.chain = chain
         self.ledger = ledger
         self.terms = terms
+        self.identity = None  # the coordinator's keys, when it runs on a chain
         self._wake = asyncio.Event()
         # Told when a job's settlement lands or is refused (the coordinator publishes it).
         self.on_settled: Callable[[str, str, int], None] = lambda job_id, tx, charge: None
@@ -101,6 +102,10 @@ class Payments:
         """A worker may take shards only if its address is staked and bound to its key."""
         if self.chain is None:
             return
+        if not address:
+            raise EscrowRejected(
+                "the worker names no chain address; this coordinator pays on chain"
+            )
         try:
             staked = await self.chain.is_staked(address)
             bound = await self.chain.peer_key_of(address) if staked else b""

@@ -12,10 +12,12 @@ import time
 import uuid
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import shardnet
 from shardnet.chain import Chain, ChainError, Deployment
 from shardnet.config import ConfigError, CoordinatorConfig
+from shardnet.coordinator.discovery import run_discovery
 from shardnet.coordinator.jobs import Job, JobRunner
 from shardnet.coordinator.ledger import Ledger
 from shardnet.coordinator.payments import (
@@ -43,6 +45,7 @@ from shardnet.identity import (
     worker_claim,
 )
 from shardnet.node.models import ModelRepository, session_options
+from shardnet.p2p.node import P2PNode
 from shardnet.protocol import (
     ESCROW_PARAM,
     JOB_ID_PARAM,
@@ -56,7 +59,7 @@ from shardnet.protocol import shardnet_v1_pb2 as v1
 from shardnet.protocol import shardnet_v1_pb2_grpc as v1_grpc
 from shardnet.protocol.tensors import decode_request_inputs, param_value, set_param
 from shardnet.receipts import Domain, job_key
-from shardnet.rpc import announce_ready, bind, create_server, translate_errors
+from shardnet.rpc import announce_ready, bind, create_server, split_host_port, translate_errors
 from shardnet.sharding import WorkerId
 from shardnet.signature import select_outputs, validate_inputs
 from shardnet.stats import ModelStats
@@ -279,7 +282,16 @@ class CoordinatorServicer(v1_grpc.CoordinatorServicer):
 
     @translate_errors
     async def Register(self, request, context):
-        info = request.worker
+        await self.admit(request.worker)
+        return v1.RegisterResponse(
+            heartbeat_interval_s=self.config.heartbeat_interval_s, ttl_s=self.config.worker_ttl_s
+        )
+
+    async def admit(self, info: v1.WorkerInfo, *, discovered: bool = False) -> None:
+        """Add a worker to the table if it may take shards: well-formed, not excluded,
+        TLS (unless plaintext is allowed), staked and bound to its key on a chain, and
+        answering on its endpoint. A discovered worker's signed ad already proves its peer
+        key; a registering one signs a claim with its address key instead."""
         parse_worker_info(info)  # reject a malformed registration before dialing anyone
         reason = self.registry.banned_reason(info)
         if reason is not None:
@@ -290,12 +302,12 @@ class CoordinatorServicer(v1_grpc.CoordinatorServicer):
                 "coordinator with --allow-plaintext-workers (local debugging only)"
             )
         if self.payments.enabled:
-            await self._check_paid_identity(info)
+            if discovered:
+                await self.payments.check_worker(info.chain_address, info.peer_key)
+            else:
+                await self._check_paid_identity(info)
         await self._check_reachable(info)
         await self.registry.add(info)
-        return v1.RegisterResponse(
-            heartbeat_interval_s=self.config.heartbeat_interval_s, ttl_s=self.config.worker_ttl_s
-        )
 
     async def _check_paid_identity(self, info: v1.WorkerInfo) -> None:
         """Only a staked worker that proves it holds its address's key may take shards."""
@@ -446,7 +458,9 @@ async def open_payments(config: CoordinatorConfig) -> Payments:
         raise ChainError("--chain needs --ledger: settlements must survive a restart")
     identity = Identity.load(config.key_dir, read_passphrase(config.passphrase_file))
     chain = await Chain.connect(Deployment.load(config.chain), identity.account.key)
-    return Payments(chain, Ledger(config.ledger), terms)
+    payments = Payments(chain, Ledger(config.ledger), terms)
+    payments.identity = identity
+    return payments
 
 
 def make_verifier(
@@ -497,9 +511,8 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> Non
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(
         InferenceServicer(registry, config, payments, verifier, feeds), server
     )
-    v1_grpc.add_CoordinatorServicer_to_server(
-        CoordinatorServicer(registry, config, payments), server
-    )
+    coordinator_servicer = CoordinatorServicer(registry, config, payments)
+    v1_grpc.add_CoordinatorServicer_to_server(coordinator_servicer, server)
     port = bind(server, config.host, config.port)
     await server.start()
     address = f"{config.host}:{port}"
@@ -508,7 +521,15 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> Non
         address,
         f", paid at {payments.chain.address}" if payments.chain else " (no chain)",
     )
-    announce_ready(config.ready_file, address=address)
+    node = None
+    if config.p2p_listen:
+        key = payments.identity.ed25519 if payments.identity else Ed25519PrivateKey.generate()
+        p2p_host, p2p_port = split_host_port(config.p2p_listen)
+        node = await P2PNode.start(
+            key, listen_host=p2p_host, listen_port=p2p_port, bootstrap=config.bootstrap
+        )
+        log.info("discovery on libp2p: %s", " ".join(node.listen_addrs))
+    announce_ready(config.ready_file, address=address, p2p_addrs=node.listen_addrs if node else [])
     try:
         async with asyncio.TaskGroup() as tg:
             loops = [
@@ -516,6 +537,17 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> Non
                     _expire_loop(registry, config.worker_ttl_s / 4), name="coordinator.expire"
                 )
             ]
+            if node is not None:
+                loops.append(
+                    tg.create_task(
+                        run_discovery(
+                            node,
+                            registry,
+                            lambda info: coordinator_servicer.admit(info, discovered=True),
+                        ),
+                        name="coordinator.discovery",
+                    )
+                )
             if broker is not None:
                 loops.append(
                     tg.create_task(
@@ -539,3 +571,5 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> Non
         await payments.close()
         if bus is not None:
             await bus.close()
+        if node is not None:
+            await node.close()

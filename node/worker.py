@@ -8,19 +8,24 @@ import secrets
 import socket
 from contextlib import AsyncExitStack
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from shardnet.chain import Chain, ChainError, Deployment
 from shardnet.config import WorkerConfig
 from shardnet.events import EventBus, WorkerPresence, parse_broker, worker_will
 from shardnet.identity import Identity, read_passphrase, worker_claim
+from shardnet.node.advertise import advertise
 from shardnet.node.faults import FaultInjector
 from shardnet.node.hardware import choose_providers, probe
 from shardnet.node.join import stay_registered
 from shardnet.node.models import ModelRepository, session_options
 from shardnet.node.server import ReceiptSigner, WorkerServicer
+from shardnet.p2p.ads import peer_id_from_key, public_key_bytes
+from shardnet.p2p.node import P2PNode
 from shardnet.protocol import inference_pb2_grpc as pb_grpc
 from shardnet.protocol import shardnet_v1_pb2 as v1
 from shardnet.receipts import Domain
-from shardnet.rpc import announce_ready, bind, create_server
+from shardnet.rpc import announce_ready, bind, create_server, split_host_port
 from shardnet.tls import fingerprint, make_tls_identity
 
 log = logging.getLogger(__name__)
@@ -36,12 +41,13 @@ def advertised_host(config: WorkerConfig) -> str:
     return config.host
 
 
-async def join_chain(config: WorkerConfig, info: v1.WorkerInfo) -> ReceiptSigner:
-    """Load the node's keys, make sure its address is registered and staked (staking
-    --stake-wei if needed), and sign the claim the coordinator checks."""
-    if config.key_dir is None:
+async def join_chain(
+    config: WorkerConfig, info: v1.WorkerInfo, identity: Identity | None
+) -> ReceiptSigner:
+    """Make sure the node's address is registered and staked (staking --stake-wei if
+    needed), and sign the claim the coordinator checks."""
+    if identity is None:
         raise ChainError("--chain needs --key-dir: the worker is paid at its key's address")
-    identity = Identity.load(config.key_dir, read_passphrase(config.passphrase_file))
     deployment = Deployment.load(config.chain)
     async with await Chain.connect(deployment, identity.account.key) as chain:
         if not await chain.is_registered(identity.address):
@@ -103,7 +109,21 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
         log.warning("FAULT INJECTION: holding every shard %.1fs", config.fault_delay_s)
     server = create_server()
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
-    tls = None if config.plaintext else make_tls_identity(advertised_host(config))
+    identity = (
+        Identity.load(config.key_dir, read_passphrase(config.passphrase_file))
+        if config.key_dir is not None
+        else None
+    )
+    # The node's Ed25519 key (a throwaway one without --key-dir) is its libp2p identity;
+    # its peer id goes into the TLS certificate so an ad cannot borrow another's server.
+    node_key = identity.ed25519 if identity else Ed25519PrivateKey.generate()
+    tls = (
+        None
+        if config.plaintext
+        else make_tls_identity(
+            advertised_host(config), peer_id=peer_id_from_key(public_key_bytes(node_key))
+        )
+    )
     port = bind(server, config.host, config.port, tls.server_credentials() if tls else None)
     await server.start()
     worker_id = config.worker_id or f"worker-{secrets.token_hex(4)}"
@@ -126,7 +146,7 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
     if tls is None:
         log.warning("serving PLAINTEXT gRPC (--plaintext): for local debugging only")
     if config.chain is not None:
-        servicer.signer = await join_chain(config, info)
+        servicer.signer = await join_chain(config, info, identity)
     log.info(
         "worker %s serving %d model(s) on %s with %s",
         worker_id,
@@ -164,17 +184,40 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
                         info={"incarnation": incarnation},
                     )
                 )
-            join = None
+            loops = []
             if config.coordinator:
-                join = tg.create_task(
-                    stay_registered(
-                        config.coordinator, info, call_timeout_s=config.register_timeout_s
-                    ),
-                    name=f"worker[{worker_id}].join",
+                loops.append(
+                    tg.create_task(
+                        stay_registered(
+                            config.coordinator, info, call_timeout_s=config.register_timeout_s
+                        ),
+                        name=f"worker[{worker_id}].join",
+                    )
+                )
+            if config.bootstrap:
+                key = node_key
+                host, port = split_host_port(config.p2p_listen or "127.0.0.1:0")
+                node = await stack.enter_async_context(
+                    await P2PNode.start(
+                        key, listen_host=host, listen_port=port, bootstrap=config.bootstrap
+                    )
+                )
+                loops.append(
+                    tg.create_task(
+                        advertise(
+                            node,
+                            key,
+                            info,
+                            interval_s=config.ad_interval_s,
+                            ttl_s=config.ad_ttl_s,
+                            price_per_row_wei=config.price_per_row_wei,
+                        ),
+                        name=f"worker[{worker_id}].advertise",
+                    )
                 )
             await stop.wait()
-            if join is not None:
-                join.cancel()
+            for loop in loops:
+                loop.cancel()
     finally:
         await server.stop(grace=2.0)
         servicer.close()

@@ -48,8 +48,9 @@ def test_plaintext_workers_need_an_explicit_flag(fresh_network, reference):
     net.start_coordinator()
     plain = net.start_worker("--plaintext", name="plain")
     deadline = time.monotonic() + 10
-    while "--allow-plaintext-workers" not in plain.log_tail(50):
-        assert time.monotonic() < deadline, plain.log_tail()
+    # Discovery reports the refusal in the coordinator's log (registration: to the worker).
+    while "--allow-plaintext-workers" not in net.coordinator.log_tail(50):
+        assert time.monotonic() < deadline, (plain.log_tail(), net.coordinator.log_tail())
         time.sleep(0.1)
     with Client(net.coordinator.address) as client:
         assert client.workers() == []

@@ -38,8 +38,20 @@ class WorkerConfig(_Config):
         "when --host is 0.0.0.0)",
     )
     coordinator: str | None = Field(
-        None, description="coordinator host:port to register with (omit to serve standalone)"
+        None,
+        description="coordinator host:port to register with directly (the static way; "
+        "the default is discovery through --bootstrap)",
     )
+    p2p_listen: str = Field(
+        "127.0.0.1:0", description="libp2p host:port for discovery ('' = no libp2p)"
+    )
+    bootstrap: list[str] = Field(
+        default_factory=list,
+        description="libp2p multiaddrs (/ip4/.../tcp/.../p2p/...) of peers to join",
+    )
+    ad_interval_s: float = Field(2.0, gt=0, description="how often the worker gossips its ad")
+    ad_ttl_s: float = Field(10.0, gt=0, description="how long an ad stays valid")
+    price_per_row_wei: int = Field(0, ge=0, description="asking price put in the ad")
     worker_id: str | None = Field(None, description="name of this worker (default: random)")
     intra_op_threads: int = Field(
         0, ge=0, description="onnxruntime intra-op threads per session (0 = onnxruntime default)"
@@ -164,6 +176,13 @@ class CoordinatorConfig(_Config):
         "127.0.0.1:1883",
         description="MQTT broker host:port for live events ('' = no events); inference "
         "works without it",
+    )
+    p2p_listen: str = Field(
+        "127.0.0.1:0", description="libp2p host:port for discovery ('' = no libp2p)"
+    )
+    bootstrap: list[str] = Field(
+        default_factory=list,
+        description="libp2p multiaddrs (/ip4/.../tcp/.../p2p/...) of peers to join",
     )
     allow_plaintext_workers: bool = Field(
         False, description="accept workers serving plaintext gRPC (local debugging only)"

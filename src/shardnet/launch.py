@@ -120,6 +120,9 @@ class LocalNetwork:
 
     workdir: Path
     models_dir: Path
+    # How workers join: "discovery" (gossip a signed ad to the coordinator's libp2p node,
+    # the default) or "register" (call the coordinator's Register RPC).
+    join: str = "discovery"
     coordinator: Process | None = None
     workers: list[Process] = field(default_factory=list)
     _counter: int = 0
@@ -134,22 +137,22 @@ class LocalNetwork:
         assert self.coordinator is not None, "start the coordinator first"
         self._counter += 1
         name = name or f"worker-{self._counter}"
-        proc = spawn(
+        if self.join == "discovery":
+            join = [a for addr in self.coordinator.info["p2p_addrs"] for a in ("--bootstrap", addr)]
+        else:
+            join = ["--coordinator", self.coordinator.address]
+        args = [
+            "worker",
+            "--models-dir",
+            str(self.models_dir),
+            "--port",
+            "0",
+            *join,
+            "--worker-id",
             name,
-            [
-                "worker",
-                "--models-dir",
-                str(self.models_dir),
-                "--port",
-                "0",
-                "--coordinator",
-                self.coordinator.address,
-                "--worker-id",
-                name,
-                *extra,
-            ],
-            self.workdir,
-        )
+            *extra,
+        ]
+        proc = spawn(name, args, self.workdir)
         self.workers.append(proc)
         return proc
 

@@ -82,6 +82,13 @@ def bind(
     return bound
 
 
+def split_host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ShardnetError(f"{address!r} is not host:port")
+    return host, int(port)
+
+
 def announce_ready(ready_file: Path | None, **info: Any) -> None:
     """Write `info` as JSON to `ready_file` atomically, so a parent process waiting for the
     file sees either nothing or the whole record."""

@@ -36,10 +36,16 @@ class TlsIdentity:
         return grpc.ssl_server_credentials([(self.key_pem, self.cert_pem)])
 
 
-def make_tls_identity(host: str, valid_days: int = 30) -> TlsIdentity:
-    """A self-signed certificate for `host` (an IP address or a DNS name)."""
+def make_tls_identity(host: str, *, peer_id: str = "", valid_days: int = 30) -> TlsIdentity:
+    """A self-signed certificate for `host` (an IP address or a DNS name), naming the
+    node's libp2p peer id in its common name."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "shardnet worker")])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "shardnet worker"),
+            x509.NameAttribute(NameOID.COMMON_NAME, peer_id or "anonymous"),
+        ]
+    )
     try:
         san: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:
@@ -71,6 +77,13 @@ def fingerprint(cert_pem: bytes) -> str:
     """Hex SHA-256 of the certificate's DER encoding."""
     cert = x509.load_pem_x509_certificate(cert_pem)
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def certificate_peer_id(cert_pem: bytes) -> str:
+    """The peer id a shardnet certificate names ("" if none)."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else ""
 
 
 def pinned_channel(target: str, cert_pem: bytes) -> grpc.aio.Channel:
