@@ -168,7 +168,7 @@ def test_unstaked_workers_get_no_work(paid_network):
     with pytest.raises(LaunchError, match="not registered; pass --stake-wei"):
         net.start_worker("worker-poor", stake=False)
     # A worker without chain keys is refused by the paying coordinator.
-    plain = net.net.start_worker("--intra-op-threads", "1", name="worker-plain")
+    net.net.start_worker("--intra-op-threads", "1", name="worker-plain")
     deadline = time.monotonic() + 10
     while "names no chain address" not in net.net.coordinator.log_tail(50):
         assert time.monotonic() < deadline, net.net.coordinator.log_tail()
