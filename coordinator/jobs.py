@@ -19,6 +19,7 @@ import grpc
 import numpy as np
 
 from shardnet.config import CoordinatorConfig
+from shardnet.coordinator.metrics import SHARDS
 from shardnet.coordinator.registry import Worker, WorkerRegistry
 from shardnet.coordinator.verify import Verifier
 from shardnet.errors import InvalidRequest, ShardnetError, Unavailable
@@ -333,6 +334,7 @@ class JobRunner:
                 if exc.code() in _CLIENT_FAULT:
                     raise InvalidRequest(exc.details() or "invalid input") from None
                 worker.shards_failed += 1
+                SHARDS.labels("failed").inc()
                 if exc.code() == grpc.StatusCode.UNAVAILABLE:
                     worker.suspect = True  # until its next heartbeat
                 errors.append(f"{worker.id}: {exc.code().name} {exc.details()}")
@@ -349,6 +351,7 @@ class JobRunner:
                 continue
             except ShardFailed as exc:
                 worker.shards_failed += 1
+                SHARDS.labels("failed").inc()
                 errors.append(f"{worker.id}: {exc}")
                 log.warning(
                     "job %s shard %d from %s rejected: %s", job.job_id, spec.index, worker.id, exc
@@ -356,6 +359,7 @@ class JobRunner:
                 worker = None
                 continue
             worker.shards_done += 1
+            SHARDS.labels("done").inc()
             now = time.monotonic()
             if job.events is not None:
                 job.events.shard_done(spec.index, worker.id, (now - t0) * 1000)

@@ -258,6 +258,9 @@ class Ledger:
         rows = self._select("WHERE escrow_job_id = ?", (escrow_job_id,))
         return rows[0] if rows else None
 
+    def recent_settlements(self, limit: int) -> list[SettlementRow]:
+        return self._select("ORDER BY created_at DESC LIMIT ?", (limit,))
+
     def with_status(self, status: str) -> list[SettlementRow]:
         return self._select("WHERE status = ? ORDER BY created_at", (status,))
 

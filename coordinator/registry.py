@@ -31,6 +31,7 @@ class Worker:
     shards_done: int = 0
     shards_failed: int = 0
     checks_passed: int = 0
+    stake_wei: int | None = None  # last seen on chain (None: no chain, or not checked yet)
     # Set when a call to the worker failed at the transport level; cleared by its next
     # heartbeat. A suspect worker gets no new shards.
     suspect: bool = False
@@ -83,6 +84,9 @@ class WorkerRegistry:
         self._strikes: dict[WorkerId, int] = {}
         self._banned: dict[str, str] = {}
         self._closing: list[grpc.aio.Channel] = []
+
+    def strikes(self, worker_id: WorkerId) -> int:
+        return self._strikes.get(worker_id, 0)
 
     def strike(self, worker_id: WorkerId) -> int:
         self._strikes[worker_id] = self._strikes.get(worker_id, 0) + 1

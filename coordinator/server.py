@@ -13,6 +13,7 @@ import uuid
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prometheus_client import REGISTRY
 
 import shardnet
 from shardnet.chain import Chain, ChainError, Deployment
@@ -20,6 +21,7 @@ from shardnet.config import ConfigError, CoordinatorConfig
 from shardnet.coordinator.discovery import run_discovery
 from shardnet.coordinator.jobs import Job, JobRunner
 from shardnet.coordinator.ledger import Ledger
+from shardnet.coordinator.metrics import register_collector
 from shardnet.coordinator.payments import (
     EscrowRejected,
     Payments,
@@ -45,6 +47,7 @@ from shardnet.identity import (
     worker_claim,
 )
 from shardnet.node.models import ModelRepository, session_options
+from shardnet.observe import JobBoard, health_servicer, set_serving, start_http
 from shardnet.p2p.node import P2PNode
 from shardnet.protocol import (
     ESCROW_PARAM,
@@ -72,39 +75,74 @@ log = logging.getLogger(__name__)
 WORKER_STATUS_TOPICS = "shardnet/v1/workers/+/status"
 
 
+class JobFeed:
+    """One job's progress, told to MQTT (when a broker is configured) and the dashboard."""
+
+    def __init__(self, job_id: str, mqtt: JobEvents | None, board: JobBoard, escrow: str | None):
+        self.job_id = job_id
+        self.mqtt = mqtt
+        self.board = board
+        self.escrow = escrow
+
+    def accepted(self, model: str, rows: int, shards: int) -> None:
+        self.board.accepted(self.job_id, model, rows, shards, escrow=self.escrow)
+        if self.mqtt is not None:
+            self.mqtt.accepted(model, rows, shards)
+
+    def shard_dispatched(self, shard: int, rows: int, worker: str) -> None:
+        if self.mqtt is not None:
+            self.mqtt.shard_dispatched(shard, rows, worker)
+
+    def shard_done(self, shard: int, worker: str, ms: float) -> None:
+        self.board.shard_done(self.job_id, worker)
+        if self.mqtt is not None:
+            self.mqtt.shard_done(shard, worker, ms)
+
+    def verdict(self, shard: int, loser: str | None, outcome: str) -> None:
+        if self.mqtt is not None:
+            self.mqtt.verdict(shard, loser, outcome)
+
+
 class JobFeeds:
-    """Each job's MQTT event publisher, kept until the job's story ends: completion for an
-    unpaid job, settlement (or its failure) for a paid one."""
+    """Each job's feed, kept until the job's story ends: completion for an unpaid job,
+    settlement (or its failure) for a paid one."""
 
-    def __init__(self, bus: EventBus | None) -> None:
+    def __init__(self, bus: EventBus | None, board: JobBoard | None = None) -> None:
         self.bus = bus
-        self._feeds: dict[str, JobEvents] = {}
+        self.board = board or JobBoard()
+        self._feeds: dict[str, JobFeed] = {}
 
-    def open(self, job_id: str) -> JobEvents | None:
-        if self.bus is None:
-            return None
-        self._feeds[job_id] = feed = JobEvents(self.bus, job_id)
+    def open(self, job_id: str, escrow: str | None = None) -> JobFeed:
+        mqtt = JobEvents(self.bus, job_id) if self.bus is not None else None
+        self._feeds[job_id] = feed = JobFeed(job_id, mqtt, self.board, escrow)
         return feed
 
+    def _take(self, job_id: str, keep: bool) -> JobFeed | None:
+        return self._feeds.get(job_id) if keep else self._feeds.pop(job_id, None)
+
     def completed(self, job_id: str, *, paid: bool, **fields) -> None:
-        feed = self._feeds.get(job_id) if paid else self._feeds.pop(job_id, None)
-        if feed is not None:
-            feed.completed(**fields)
+        self.board.finished(job_id, "completed")
+        feed = self._take(job_id, keep=paid)
+        if feed is not None and feed.mqtt is not None:
+            feed.mqtt.completed(**fields)
 
     def failed(self, job_id: str, reason: str, *, paid: bool = False) -> None:
-        feed = self._feeds.get(job_id) if paid else self._feeds.pop(job_id, None)
-        if feed is not None:
-            feed.failed(reason)
+        self.board.finished(job_id, "failed", error=reason)
+        feed = self._take(job_id, keep=paid)
+        if feed is not None and feed.mqtt is not None:
+            feed.mqtt.failed(reason)
 
     def settled(self, job_id: str, tx_hash: str, charge: int) -> None:
-        feed = self._feeds.pop(job_id, None)
-        if feed is not None:
-            feed.settled(tx_hash, charge)
+        self.board.finished(job_id, "settled", tx_hash=tx_hash, charge_wei=str(charge))
+        feed = self._take(job_id, keep=False)
+        if feed is not None and feed.mqtt is not None:
+            feed.mqtt.settled(tx_hash, charge)
 
     def settle_failed(self, job_id: str, reason: str) -> None:
-        feed = self._feeds.pop(job_id, None)
-        if feed is not None:
-            feed.failed(f"settlement refused: {reason}")
+        self.board.finished(job_id, "failed", error=f"settlement refused: {reason}")
+        feed = self._take(job_id, keep=False)
+        if feed is not None and feed.mqtt is not None:
+            feed.mqtt.failed(f"settlement refused: {reason}")
 
 
 def _reason(exc: BaseException, deadline: float) -> str:
@@ -129,7 +167,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.payments = payments
         self.feeds = feeds or JobFeeds(None)
         self.runner = JobRunner(registry, config, verifier)
-        self.stats = ModelStats()
+        self.stats = ModelStats("coordinator")
         self.active_jobs = 0
 
     @translate_errors
@@ -198,7 +236,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 names,
                 rows,
                 escrow_id=escrow_id,
-                events=self.feeds.open(job_id),
+                events=self.feeds.open(job_id, escrow_id),
                 # On a chain, workers sign a receipt for every shard.
                 receipt_job=job_key(escrow_id, job_id) if self.payments.enabled else b"",
             )
@@ -395,6 +433,96 @@ async def _expire_loop(registry: WorkerRegistry, period_s: float) -> None:
         await registry.expire()
 
 
+def dashboard_state(
+    *,
+    address: str,
+    config: CoordinatorConfig,
+    registry: WorkerRegistry,
+    payments: Payments,
+    board: JobBoard,
+    started: float,
+) -> dict:
+    """The JSON `/api/state` serves (the contract with dashboard/index.html)."""
+    now = time.monotonic()
+    workers = []
+    for w in registry.all():
+        hw = w.info.hardware
+        workers.append(
+            {
+                "id": w.id,
+                "endpoint": w.info.endpoint,
+                "live": not w.suspect,
+                "cpu_model": hw.cpu_model,
+                "cpu_count": hw.cpu_count,
+                "memory_bytes": hw.memory_bytes,
+                "providers": list(hw.execution_providers),
+                "gpus": [{"name": g.name, "memory_bytes": g.memory_bytes} for g in hw.gpus],
+                "rows_per_second": max(w.rates.values(), default=None),
+                "shards_done": w.shards_done,
+                "shards_failed": w.shards_failed,
+                "checks_passed": w.checks_passed,
+                "strikes": registry.strikes(w.id),
+                "chain_address": w.info.chain_address or None,
+                "stake_wei": str(w.stake_wei) if w.stake_wei is not None else None,
+                "seconds_since_heartbeat": round(now - w.last_seen, 2),
+            }
+        )
+    ledger = payments.ledger
+    verdicts = (
+        []
+        if ledger is None
+        else [
+            {
+                k: v[k]
+                for k in (
+                    "id",
+                    "job_id",
+                    "shard",
+                    "outcome",
+                    "loser",
+                    "referee",
+                    "reason",
+                    "slash_status",
+                    "slash_tx",
+                )
+            }
+            for v in reversed(ledger.verdicts()[-50:])
+        ]
+    )
+    settlements = (
+        []
+        if ledger is None or payments.chain is None
+        else [
+            {
+                "job_id": r.job_id,
+                "escrow": r.escrow_job_id,
+                "status": r.status,
+                "tx_hash": r.tx_hash,
+                "charge_wei": str(r.charge_wei),
+                "coordinator_fee_wei": str(r.coordinator_fee),
+                "payments": [
+                    {"worker": w, "amount_wei": str(a)}
+                    for w, a in zip(r.workers, r.amounts, strict=True)
+                ],
+            }
+            for r in ledger.recent_settlements(50)
+        ]
+    )
+    return {
+        "coordinator": {
+            "address": address,
+            "chain_address": payments.chain.address if payments.chain else None,
+            "payment_policy": config.payment_policy,
+            "spot_check_p": config.spot_check_p,
+            "uptime_s": round(now - started, 1),
+        },
+        "workers": workers,
+        "jobs": board.jobs(),
+        "verdicts": verdicts,
+        "payments": settlements,
+    }
+
+
 def _incarnation(info: v1.WorkerInfo) -> str:
     """What tells one run of a worker from another: its fresh TLS certificate."""
     return fingerprint(info.tls_certificate) if info.tls_certificate else info.endpoint
@@ -428,12 +556,17 @@ async def _watch_worker_status(registry: WorkerRegistry, broker: tuple[str, int]
 
 
 async def _stake_watch_loop(registry: WorkerRegistry, payments: Payments, period_s: float):
-    """Drop workers whose stake went away (unbonded, slashed below the minimum)."""
+    """Drop workers whose stake went away (unbonded, slashed below the minimum), and keep
+    each worker's current stake for the dashboard."""
+    first = True
     while True:
-        await asyncio.sleep(period_s)
+        await asyncio.sleep(1.0 if first else period_s)
+        first = False
         for worker in registry.all():
             try:
                 await payments.check_worker(worker.info.chain_address, worker.info.peer_key)
+                assert payments.chain is not None
+                worker.stake_wei = await payments.chain.stake_of(worker.info.chain_address)
             except EscrowRejected as exc:
                 log.warning("dropping worker %s: %s", worker.id, exc)
                 await registry.remove(worker.id)
@@ -499,12 +632,14 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> Non
     payments = await open_payments(config)
     registry = WorkerRegistry(ttl_s=config.worker_ttl_s, ewma_alpha=config.ewma_alpha)
     verifier = make_verifier(config, registry, payments)
+    assert payments.ledger is not None
+    collector = register_collector(registry, payments.ledger)
     broker = parse_broker(config.mqtt)
     bus = None
     if broker is not None:
         bus = EventBus(*broker, f"shardnet-coordinator-{os.getpid()}-{secrets.token_hex(3)}")
         await bus.start()
-    feeds = JobFeeds(bus)
+    feeds = JobFeeds(bus, JobBoard())
     payments.on_settled = feeds.settled
     payments.on_settle_failed = feeds.settle_failed
     server = create_server()
@@ -513,6 +648,7 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> Non
     )
     coordinator_servicer = CoordinatorServicer(registry, config, payments)
     v1_grpc.add_CoordinatorServicer_to_server(coordinator_servicer, server)
+    health = health_servicer(server)
     port = bind(server, config.host, config.port)
     await server.start()
     address = f"{config.host}:{port}"
@@ -529,7 +665,29 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> Non
             key, listen_host=p2p_host, listen_port=p2p_port, bootstrap=config.bootstrap
         )
         log.info("discovery on libp2p: %s", " ".join(node.listen_addrs))
-    announce_ready(config.ready_file, address=address, p2p_addrs=node.listen_addrs if node else [])
+    await set_serving(health, True)
+    http = None
+    http_address = None
+    if config.http_listen:
+        started = time.monotonic()
+        http, http_address = await start_http(
+            config.http_listen,
+            state=lambda: dashboard_state(
+                address=address,
+                config=config,
+                registry=registry,
+                payments=payments,
+                board=feeds.board,
+                started=started,
+            ),
+        )
+        log.info("dashboard at http://%s/ (metrics at /metrics)", http_address)
+    announce_ready(
+        config.ready_file,
+        address=address,
+        p2p_addrs=node.listen_addrs if node else [],
+        http_address=http_address,
+    )
     try:
         async with asyncio.TaskGroup() as tg:
             loops = [
@@ -566,6 +724,10 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> Non
             for loop in loops:
                 loop.cancel()
     finally:
+        await set_serving(health, False)
+        if http is not None:
+            await http.cleanup()
+        REGISTRY.unregister(collector)
         await server.stop(grace=2.0)
         await registry.close()
         await payments.close()

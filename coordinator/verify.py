@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from shardnet.coordinator.ledger import Ledger
+from shardnet.coordinator.metrics import MISMATCHES, SPOT_CHECKS
 from shardnet.coordinator.registry import WorkerRegistry
 from shardnet.protocol.tensors import to_raw
 from shardnet.receipts import Domain
@@ -71,6 +72,7 @@ class Verifier:
 
     def agree(self, a: Sequence[Tensor], b: Sequence[Tensor]) -> bool:
         self.checks += 1
+        SPOT_CHECKS.inc()
         return compare(a, b, self.tolerances) is None
 
     def passed(self, *workers: WorkerId) -> None:
@@ -140,6 +142,7 @@ class Verifier:
         """Record the verdict with its evidence and punish each loser: a strike, exclusion
         at `max_strikes`, and its signed receipt queued for slashing."""
         self.mismatches += 1
+        MISMATCHES.inc()
         referee_name = "coordinator (local onnxruntime)" if local else str(referee.worker)
         by_worker = {primary.worker: primary, checker.worker: checker}
         slashes = []

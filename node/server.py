@@ -116,7 +116,7 @@ class WorkerServicer(pb_grpc.GRPCInferenceServiceServicer):
             arrays = decode_request_inputs(request)
             rows = validate_inputs(sig, arrays)
             names = select_outputs(sig, [o.name for o in request.outputs])
-            results, compute_ns = await self._run(model, arrays, names)
+            results, compute_ns, queue_ns = await self._run(model, arrays, names)
         except BaseException:
             self.stats.record(
                 sig.name, sig.sha256, ok=False, duration_ns=time.perf_counter_ns() - started
@@ -136,6 +136,7 @@ class WorkerServicer(pb_grpc.GRPCInferenceServiceServicer):
             ok=True,
             rows=rows or 1,
             compute_ns=compute_ns,
+            queue_ns=queue_ns,
             duration_ns=time.perf_counter_ns() - started,
         )
         return response
@@ -178,7 +179,8 @@ class WorkerServicer(pb_grpc.GRPCInferenceServiceServicer):
         )
         return SignedReceipt.sign(receipt, self.signer.key, self.signer.domain)
 
-    async def _run(self, model: LoadedModel, arrays, names) -> tuple[list, int]:
+    async def _run(self, model: LoadedModel, arrays, names) -> tuple[list, int, int]:
+        """Run the model in the pool; return (outputs, compute ns, ns spent queued)."""
         if self._slots.locked() and self._waiting >= self.max_queue:
             raise Overloaded(
                 f"worker queue is full ({self._waiting} requests waiting); retry later"
@@ -186,10 +188,12 @@ class WorkerServicer(pb_grpc.GRPCInferenceServiceServicer):
         if self.fault_delay_s:
             await asyncio.sleep(self.fault_delay_s)  # fault injection: act as a straggler
         self._waiting += 1
+        queued = time.perf_counter_ns()
         try:
             await self._slots.acquire()
         finally:
             self._waiting -= 1
+        queued = time.perf_counter_ns() - queued
         try:
             loop = asyncio.get_running_loop()
             t0 = time.perf_counter_ns()
@@ -201,6 +205,6 @@ class WorkerServicer(pb_grpc.GRPCInferenceServiceServicer):
                 raise InvalidRequest(
                     f"model {model.signature.name!r} rejected the input: {exc}"
                 ) from exc
-            return results, time.perf_counter_ns() - t0
+            return results, time.perf_counter_ns() - t0, queued
         finally:
             self._slots.release()

@@ -20,6 +20,7 @@ from shardnet.node.hardware import choose_providers, probe
 from shardnet.node.join import stay_registered
 from shardnet.node.models import ModelRepository, session_options
 from shardnet.node.server import ReceiptSigner, WorkerServicer
+from shardnet.observe import health_servicer, set_serving, start_http
 from shardnet.p2p.ads import peer_id_from_key, public_key_bytes
 from shardnet.p2p.node import P2PNode
 from shardnet.protocol import inference_pb2_grpc as pb_grpc
@@ -109,6 +110,7 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
         log.warning("FAULT INJECTION: holding every shard %.1fs", config.fault_delay_s)
     server = create_server()
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    health = health_servicer(server)
     identity = (
         Identity.load(config.key_dir, read_passphrase(config.passphrase_file))
         if config.key_dir is not None
@@ -154,8 +156,14 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
         endpoint,
         ", ".join(providers),
     )
+    await set_serving(health, True)
+    http, http_address = (None, None)
+    if config.http_listen:
+        http, http_address = await start_http(config.http_listen)
+        log.info("metrics at http://%s/metrics", http_address)
     announce_ready(
         config.ready_file,
+        http_address=http_address,
         address=endpoint,
         worker_id=worker_id,
         tls_certificate=tls.cert_pem.decode() if tls else None,
@@ -219,5 +227,8 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
             for loop in loops:
                 loop.cancel()
     finally:
+        await set_serving(health, False)
+        if http is not None:
+            await http.cleanup()
         await server.stop(grace=2.0)
         servicer.close()

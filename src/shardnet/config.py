@@ -83,6 +83,9 @@ class WorkerConfig(_Config):
         description="MQTT broker host:port for live events ('' = no events); inference "
         "works without it",
     )
+    http_listen: str = Field(
+        "127.0.0.1:0", description="host:port of Prometheus metrics (/metrics) ('' = off)"
+    )
     plaintext: bool = Field(False, description="serve gRPC without TLS (local debugging only)")
     stake_wei: int = Field(
         0,
@@ -183,6 +186,11 @@ class CoordinatorConfig(_Config):
     bootstrap: list[str] = Field(
         default_factory=list,
         description="libp2p multiaddrs (/ip4/.../tcp/.../p2p/...) of peers to join",
+    )
+    http_listen: str = Field(
+        "127.0.0.1:8002",
+        description="host:port of the dashboard (/), its JSON (/api/state) and Prometheus "
+        "metrics (/metrics) ('' = off)",
     )
     allow_plaintext_workers: bool = Field(
         False, description="accept workers serving plaintext gRPC (local debugging only)"

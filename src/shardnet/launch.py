@@ -129,7 +129,9 @@ class LocalNetwork:
 
     def start_coordinator(self, *extra: str) -> Process:
         self.coordinator = spawn(
-            "coordinator", ["coordinator", "--port", "0", *extra], self.workdir
+            "coordinator",
+            ["coordinator", "--port", "0", "--http-listen", "127.0.0.1:0", *extra],
+            self.workdir,
         )
         return self.coordinator
 

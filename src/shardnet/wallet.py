@@ -135,12 +135,18 @@ def start_dev_chain(
     min_stake_wei: int = 10**18,
     slash_bps: int = 5000,
     unbonding_s: int = 3600,
+    host: str = "127.0.0.1",
+    rpc_url: str | None = None,
 ) -> tuple[Anvil, Deployment]:
     """Start Anvil with its state in `workdir` and deploy the contracts (or reuse a
-    deployment that survived in that state). The caller stops the Anvil."""
+    deployment that survived in that state). `rpc_url` is the address written into the
+    deployment for other processes (default: Anvil's loopback URL). The caller stops Anvil."""
     workdir.mkdir(parents=True, exist_ok=True)
     anvil = Anvil.start(
-        port=port, state_path=workdir / "anvil-state.json", log_path=workdir / "anvil.log"
+        port=port,
+        state_path=workdir / "anvil-state.json",
+        log_path=workdir / "anvil.log",
+        host=host,
     )
     dep_file = workdir / "deployment.json"
     try:
@@ -163,6 +169,8 @@ def start_dev_chain(
                     unbonding_s=unbonding_s,
                 )
             )
+        if rpc_url:
+            deployment = Deployment(**{**deployment.__dict__, "rpc_url": rpc_url})
         deployment.save(dep_file)
     except BaseException:
         anvil.stop()
@@ -182,6 +190,8 @@ def cmd_chain(args) -> int:
         min_stake_wei=args.min_stake_wei,
         slash_bps=args.slash_bps,
         unbonding_s=args.unbonding_s,
+        host=args.host,
+        rpc_url=args.rpc_url,
     )
     stop: list[int] = []
     # Install the handlers before announcing the chain, so an early Ctrl-C is not lost.
@@ -215,6 +225,14 @@ def add_commands(sub) -> None:
         help="where the chain state and deployment.json live",
     )
     p.add_argument("--port", type=int, default=8545)
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address Anvil listens on (0.0.0.0 in a container)"
+    )
+    p.add_argument(
+        "--rpc-url",
+        help="RPC URL written into deployment.json for other "
+        "processes (default: http://127.0.0.1:PORT)",
+    )
     p.add_argument("--min-stake-wei", type=int, default=10**18)
     p.add_argument("--slash-bps", type=int, default=5000)
     p.add_argument("--unbonding-s", type=int, default=3600)

@@ -133,14 +133,16 @@ class Anvil:
         chain_id: int = 31337,
         state_interval_s: int | None = 1,
         extra_args: tuple[str, ...] = (),
+        host: str = "127.0.0.1",
     ) -> Anvil:
-        """Starts anvil on 127.0.0.1 and returns once it answers `eth_chainId`."""
+        """Starts anvil on `host` (loopback by default; 0.0.0.0 in a container) and returns
+        once it answers `eth_chainId` on loopback."""
         binary = find_binary("anvil")
         port = port or free_port()
         args = [
             str(binary),
             "--host",
-            "127.0.0.1",
+            host,
             "--port",
             str(port),
             "--chain-id",
