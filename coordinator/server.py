@@ -40,9 +40,8 @@ from shardnet.errors import (
 )
 from shardnet.events import EventBus, EventsUnavailable, JobEvents, parse_broker
 from shardnet.identity import (
-    Identity,
     IdentityError,
-    read_passphrase,
+    open_identity,
     recover_text_signer,
     worker_claim,
 )
@@ -68,6 +67,7 @@ from shardnet.signature import select_outputs, validate_inputs
 from shardnet.stats import ModelStats
 from shardnet.tls import fingerprint
 from shardnet.verification import parse_tolerances
+from shardnet.wallet import fund_from_dev_account
 from shardnet.watch import watch
 
 log = logging.getLogger(__name__)
@@ -589,8 +589,11 @@ async def open_payments(config: CoordinatorConfig) -> Payments:
         raise ChainError("--chain needs --key-dir: the coordinator signs settlements")
     if config.ledger is None:
         raise ChainError("--chain needs --ledger: settlements must survive a restart")
-    identity = Identity.load(config.key_dir, read_passphrase(config.passphrase_file))
-    chain = await Chain.connect(Deployment.load(config.chain), identity.account.key)
+    identity = open_identity(config.key_dir, config.passphrase_file, create=config.generate_keys)
+    deployment = Deployment.load(config.chain)
+    if config.faucet_wei:
+        await fund_from_dev_account(deployment, identity.address, config.faucet_wei)
+    chain = await Chain.connect(deployment, identity.account.key)
     payments = Payments(chain, Ledger(config.ledger), terms)
     payments.identity = identity
     return payments

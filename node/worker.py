@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from shardnet.chain import Chain, ChainError, Deployment
 from shardnet.config import WorkerConfig
 from shardnet.events import EventBus, WorkerPresence, parse_broker, worker_will
-from shardnet.identity import Identity, read_passphrase, worker_claim
+from shardnet.identity import Identity, open_identity, worker_claim
 from shardnet.node.advertise import advertise
 from shardnet.node.faults import FaultInjector
 from shardnet.node.hardware import choose_providers, probe
@@ -28,6 +28,7 @@ from shardnet.protocol import shardnet_v1_pb2 as v1
 from shardnet.receipts import Domain
 from shardnet.rpc import announce_ready, bind, create_server, split_host_port
 from shardnet.tls import fingerprint, make_tls_identity
+from shardnet.wallet import fund_from_dev_account
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ async def join_chain(
     if identity is None:
         raise ChainError("--chain needs --key-dir: the worker is paid at its key's address")
     deployment = Deployment.load(config.chain)
+    if config.faucet_wei:
+        await fund_from_dev_account(deployment, identity.address, config.faucet_wei)
     async with await Chain.connect(deployment, identity.account.key) as chain:
         if not await chain.is_registered(identity.address):
             if config.stake_wei < deployment.min_stake_wei:
@@ -112,7 +115,7 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     health = health_servicer(server)
     identity = (
-        Identity.load(config.key_dir, read_passphrase(config.passphrase_file))
+        open_identity(config.key_dir, config.passphrase_file, create=config.generate_keys)
         if config.key_dir is not None
         else None
     )

@@ -17,11 +17,12 @@ from shardnet.chain import DEV_KEYS, Anvil, TxReverted
 from shardnet.client import Client, verify_receipts
 from shardnet.demo import demo_inputs
 from shardnet.errors import RemoteError
-from shardnet.launch import LaunchError
+from shardnet.launch import LaunchError, LocalNetwork
 from shardnet.protocol import inference_pb2 as pb
 from shardnet.protocol import inference_pb2_grpc as pb_grpc
 from shardnet.protocol.tensors import add_inputs, set_param
 from shardnet.receipts import Domain
+from shardnet.wallet import start_dev_chain
 
 pytestmark = pytest.mark.slow
 
@@ -233,3 +234,39 @@ def test_chain_down_at_settle_time_is_paid_exactly_once_after_restart(paid_netwo
 
     run(once())
     np.testing.assert_array_equal(result.outputs["probs"], reference(x)["probs"])
+
+
+def test_fresh_nodes_generate_and_fund_their_keys(tmp_path, models_dir, monkeypatch):
+    """What a container does on its first start (docker-compose.yml)."""
+    anvil, deployment = start_dev_chain(tmp_path / "chain")
+    monkeypatch.setenv("SHARDNET_PASSPHRASE", "test-only")
+    dep = str(tmp_path / "chain" / "deployment.json")
+    try:
+        with LocalNetwork(tmp_path, models_dir, join="register") as net:
+            net.start_coordinator(
+                "--chain",
+                dep,
+                "--key-dir",
+                str(tmp_path / "keys" / "c"),
+                "--generate-keys",
+                "--faucet-wei",
+                str(10**20),
+                "--ledger",
+                str(tmp_path / "ledger.sqlite"),
+            )
+            net.start_worker(
+                "--chain",
+                dep,
+                "--key-dir",
+                str(tmp_path / "keys" / "w"),
+                "--generate-keys",
+                "--faucet-wei",
+                str(10**19),
+                "--stake-wei",
+                str(deployment.min_stake_wei),
+            )
+            net.wait_for_workers(1)
+            with Client(net.coordinator.address) as client:
+                assert client.infer("mlp", demo_inputs(10)).outputs["logits"].shape == (10, 10)
+    finally:
+        anvil.stop()

@@ -78,6 +78,15 @@ class WorkerConfig(_Config):
     passphrase_file: Path | None = Field(
         None, description="file holding the key passphrase (else $SHARDNET_PASSPHRASE or a prompt)"
     )
+    generate_keys: bool = Field(
+        False, description="create the keys in --key-dir on first start if there are none"
+    )
+    faucet_wei: int = Field(
+        0,
+        ge=0,
+        description="DEV CHAINS ONLY: top the node's address up to this from Anvil's "
+        "well-known first account before using the chain",
+    )
     mqtt: str = Field(
         "127.0.0.1:1883",
         description="MQTT broker host:port for live events ('' = no events); inference "
@@ -155,6 +164,15 @@ class CoordinatorConfig(_Config):
     )
     passphrase_file: Path | None = Field(
         None, description="file holding the key passphrase (else $SHARDNET_PASSPHRASE or a prompt)"
+    )
+    generate_keys: bool = Field(
+        False, description="create the keys in --key-dir on first start if there are none"
+    )
+    faucet_wei: int = Field(
+        0,
+        ge=0,
+        description="DEV CHAINS ONLY: top the node's address up to this from Anvil's "
+        "well-known first account before using the chain",
     )
     ledger: Path | None = Field(
         None,

@@ -120,6 +120,15 @@ def _write_private(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+def open_identity(folder: Path, passphrase_file: Path | None, *, create: bool) -> Identity:
+    """Load the keys in `folder`, creating them first when `create` and none exist yet
+    (e.g. a fresh container's first start)."""
+    passphrase = read_passphrase(passphrase_file)
+    if create and not (Path(folder) / ETHEREUM_FILE).exists():
+        return Identity.create(folder, passphrase)
+    return Identity.load(folder, passphrase)
+
+
 def read_passphrase(passphrase_file: Path | None) -> str:
     """From --passphrase-file, else $SHARDNET_PASSPHRASE, else a prompt on a terminal."""
     if passphrase_file is not None:

@@ -128,6 +128,15 @@ def cmd_faucet(args) -> int:
     return 0
 
 
+async def fund_from_dev_account(deployment: Deployment, address: str, wei: int) -> None:
+    """Dev chains only: top `address` up to `wei` from Anvil's first well-known account
+    (which holds nothing on a real chain)."""
+    async with await Chain.connect(deployment, DEV_KEYS[0]) as chain:
+        balance = await chain.balance(address)
+        if balance < wei:
+            await chain.transfer(address, wei - balance)
+
+
 def start_dev_chain(
     workdir: Path,
     *,
