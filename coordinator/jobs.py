@@ -89,6 +89,8 @@ class JobResult:
     outputs: list[tuple[str, str, list[int], bytes]]  # name, datatype, shape, raw
     shards: list[ShardOutcome]
     verdicts: list[dict]
+    job_id: str = ""
+    escrow_id: str | None = None
 
 
 class ShardFailed(Exception):
@@ -153,7 +155,9 @@ class JobRunner:
             for i, outcome in zip(tainted, redone, strict=True):
                 outcomes[i] = outcome
         self._record_throughput(sha, outcomes, started)
-        return JobResult(self._reassemble(job, outcomes), outcomes, state.verdicts)
+        return JobResult(
+            self._reassemble(job, outcomes), outcomes, state.verdicts, job.job_id, job.escrow_id
+        )
 
     async def _gather(self, coros) -> list:
         try:

@@ -18,8 +18,9 @@ from prometheus_client import REGISTRY
 import shardnet
 from shardnet.chain import Chain, ChainError, Deployment
 from shardnet.config import ConfigError, CoordinatorConfig
+from shardnet.coordinator.batching import DynamicBatcher
 from shardnet.coordinator.discovery import run_discovery
-from shardnet.coordinator.jobs import Job, JobRunner
+from shardnet.coordinator.jobs import Job, JobResult, JobRunner
 from shardnet.coordinator.ledger import Ledger
 from shardnet.coordinator.metrics import register_collector
 from shardnet.coordinator.payments import (
@@ -166,6 +167,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.config = config
         self.payments = payments
         self.feeds = feeds or JobFeeds(None)
+        self.batcher = None
+        if config.max_queue_delay_ms > 0:
+            self.batcher = DynamicBatcher(
+                self._run_merged,
+                max_delay_s=config.max_queue_delay_ms / 1000,
+                max_rows=config.max_batch_rows,
+            )
         self.runner = JobRunner(registry, config, verifier)
         self.stats = ModelStats("coordinator")
         self.active_jobs = 0
@@ -214,17 +222,58 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 escrow_text = str(param_value(value))
             elif key.startswith("shardnet."):
                 raise InvalidRequest(f"unknown request parameter {key!r}")
-        if self.active_jobs >= self.config.max_jobs:
-            raise Overloaded(
-                f"coordinator is running {self.active_jobs} jobs, its limit; retry later"
-            )
-        job_id = uuid.uuid4().hex
         remaining = context.time_remaining()
         deadline = (
             self.config.job_timeout_s
             if remaining is None
             else min(remaining, self.config.job_timeout_s)
         )
+        try:
+            if (
+                self.batcher is not None
+                and escrow_text is None
+                and rows is not None
+                and (rows < self.config.max_batch_rows)
+            ):
+                # Small unpaid requests ride together in one job (dynamic batching).
+                key = (sig.sha256, tuple(names), tuple(arrays))
+                outputs, result = await self.batcher.submit(
+                    key, arrays, rows, (sig, names, deadline)
+                )
+            else:
+                result = await self._run_job(sig, arrays, names, rows, escrow_text, deadline)
+                outputs = result.outputs
+        except BaseException:
+            self.stats.record(
+                sig.name, sig.sha256, ok=False, duration_ns=time.perf_counter_ns() - started
+            )
+            raise
+        self.stats.record(
+            sig.name,
+            sig.sha256,
+            ok=True,
+            rows=rows or 1,
+            duration_ns=time.perf_counter_ns() - started,
+        )
+        return self._response(request, sig, outputs, result)
+
+    async def _run_merged(self, context, inputs, rows: int):
+        """Run a dynamic batch as one unpaid job (the batcher splits the outputs back)."""
+        sig, names, deadline = context
+        result = await self._run_job(sig, inputs, names, rows, None, deadline)
+        return result.outputs, result
+
+    async def _run_job(
+        self, sig, arrays, names, rows: int | None, escrow_text: str | None, deadline: float
+    ) -> JobResult:
+        """Admit (and, if paid, reserve the escrow for) one job, run it within `deadline`,
+        and record what it owes."""
+        if self.active_jobs >= self.config.max_jobs:
+            raise Overloaded(
+                f"coordinator is running {self.active_jobs} jobs, its limit; retry later"
+            )
+        started = time.perf_counter_ns()
+        job_id = uuid.uuid4().hex
         self.active_jobs += 1
         escrow_id = None
         try:
@@ -243,9 +292,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             async with asyncio.timeout(deadline):
                 result = await self.runner.run(job)
         except BaseException as exc:
-            self.stats.record(
-                sig.name, sig.sha256, ok=False, duration_ns=time.perf_counter_ns() - started
-            )
             self.feeds.failed(job_id, _reason(exc, deadline), paid=escrow_id is not None)
             if escrow_id is not None:
                 self.payments.record(escrow_id, rows or 1, {}, [])  # owes nothing: refund now
@@ -274,15 +320,27 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             shards=len(result.shards),
             workers=sorted({s.worker for s in result.shards}),
         )
+        log.info(
+            "job %s: %s rows of %s in %d shard(s) on %d worker(s), %.1f ms",
+            job_id,
+            rows,
+            sig.name,
+            len(result.shards),
+            len({s.worker for s in result.shards}),
+            (time.perf_counter_ns() - started) / 1e6,
+        )
+        return result
+
+    def _response(self, request, sig, outputs, result: JobResult) -> pb.ModelInferResponse:
         response = pb.ModelInferResponse(
             model_name=sig.name, model_version=sig.sha256, id=request.id
         )
-        for name, datatype, shape, raw in result.outputs:
+        for name, datatype, shape, raw in outputs:
             response.outputs.add(name=name, datatype=datatype, shape=shape)
             response.raw_output_contents.append(raw)
-        set_param(response.parameters, JOB_ID_PARAM, job.job_id)
-        if escrow_id is not None:
-            set_param(response.parameters, ESCROW_PARAM, escrow_id)
+        set_param(response.parameters, JOB_ID_PARAM, result.job_id)
+        if result.escrow_id is not None:
+            set_param(response.parameters, ESCROW_PARAM, result.escrow_id)
         set_param(
             response.parameters, SHARDS_PARAM, json.dumps([s.summary() for s in result.shards])
         )
@@ -291,22 +349,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         receipts = [s.receipt.to_json() for s in result.shards if s.receipt is not None]
         if receipts:
             set_param(response.parameters, RECEIPTS_PARAM, "[" + ",".join(receipts) + "]")
-        self.stats.record(
-            sig.name,
-            sig.sha256,
-            ok=True,
-            rows=rows or 1,
-            duration_ns=time.perf_counter_ns() - started,
-        )
-        log.info(
-            "job %s: %s rows of %s in %d shard(s) on %d worker(s), %.1f ms",
-            job.job_id,
-            rows,
-            sig.name,
-            len(result.shards),
-            len({s.worker for s in result.shards}),
-            (time.perf_counter_ns() - started) / 1e6,
-        )
         return response
 
 

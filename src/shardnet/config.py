@@ -143,6 +143,15 @@ class CoordinatorConfig(_Config):
     )
     max_attempts: int = Field(4, ge=1, description="attempts per shard across workers")
     job_timeout_s: float = Field(300.0, gt=0, description="deadline of a job whose client set none")
+    max_queue_delay_ms: float = Field(
+        0.0,
+        ge=0,
+        description="dynamic batching: hold small unpaid requests up to this long to run "
+        "them as one job (0 = off)",
+    )
+    max_batch_rows: int = Field(
+        1024, ge=1, description="dynamic batching: rows at which a batch runs without waiting"
+    )
     max_jobs: int = Field(
         64, ge=1, description="jobs in progress at once; more get RESOURCE_EXHAUSTED"
     )
