@@ -60,8 +60,13 @@ class LoadedModel:
     session: ort.InferenceSession
     path: Path
 
-    def run(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
-        return self.session.run(list(outputs), dict(inputs))
+    def run(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str],
+        run_options: ort.RunOptions | None = None,
+    ) -> list[np.ndarray]:
+        return self.session.run(list(outputs), dict(inputs), run_options)
 
 
 def load_model(path: Path, opts: ort.SessionOptions, providers: Sequence[str]) -> LoadedModel:

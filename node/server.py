@@ -4,10 +4,12 @@ and runs it on onnxruntime in a bounded pool of threads."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 import shardnet
@@ -69,9 +71,10 @@ class WorkerServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.fault_delay_s = fault_delay_s
         self.faults = faults
         self.signer = signer
+        self.cancelled = 0  # runs stopped because their caller went away
 
-    def _compute(self, model: LoadedModel, arrays, names) -> list:
-        results = model.run(arrays, names)
+    def _compute(self, model: LoadedModel, arrays, names, run_options) -> list:
+        results = model.run(arrays, names, run_options)
         if self.faults is not None:
             results = self.faults.apply(model, arrays, names, results)
         return results
@@ -197,10 +200,21 @@ class WorkerServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             loop = asyncio.get_running_loop()
             t0 = time.perf_counter_ns()
+            run_options = ort.RunOptions()
+            future = loop.run_in_executor(
+                self._pool, self._compute, model, arrays, names, run_options
+            )
             try:
-                results = await loop.run_in_executor(
-                    self._pool, self._compute, model, arrays, names
-                )
+                results = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                # Nobody waits for this answer any more (client deadline, cancellation, a
+                # re-sent straggler): stop onnxruntime, and free the slot only once the
+                # thread is really done.
+                run_options.terminate = True
+                self.cancelled += 1
+                with contextlib.suppress(Exception):
+                    await future
+                raise
             except _OrtInvalidArgument as exc:
                 raise InvalidRequest(
                     f"model {model.signature.name!r} rejected the input: {exc}"

@@ -1,0 +1,73 @@
+"""Deadlines, cancellation and overload with real processes."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+
+from shardnet.client import Client
+from shardnet.demo import demo_inputs, write_demo_model
+from shardnet.errors import RemoteError
+from shardnet.launch import LocalNetwork
+
+pytestmark = pytest.mark.slow
+HEAVY = {"d_in": 256, "hidden": 2048, "depth": 6, "d_out": 10, "name": "heavy"}
+
+
+@pytest.fixture(scope="module")
+def heavy_models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("heavy-models")
+    write_demo_model(folder, **HEAVY)
+    write_demo_model(folder)
+    return folder
+
+
+def test_a_client_deadline_stops_the_work_on_the_worker(tmp_path, heavy_models):
+    with LocalNetwork(tmp_path, heavy_models) as net:
+        net.start_coordinator("--shards-per-worker", "1")  # one long shard
+        worker = net.start_worker("--intra-op-threads", "1", "--max-concurrency", "1")
+        net.wait_for_workers(1)
+        x = demo_inputs(6000, d_in=HEAVY["d_in"])["x"]  # several seconds of compute
+        with Client(net.coordinator.address, timeout_s=0.5) as client:
+            t0 = time.monotonic()
+            with pytest.raises(RemoteError) as info:
+                client.infer("heavy", {"x": x})
+            assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        # The worker gave the abandoned shards up: a small request is served at once
+        # instead of queueing behind seconds of compute nobody waits for.
+        with Client(net.coordinator.address) as client:
+            t1 = time.monotonic()
+            client.infer("mlp", demo_inputs(4))
+            waited = time.monotonic() - t1
+        # (the one long shard takes ~3 s; onnxruntime stops at its next kernel boundary)
+        assert waited < 2.0, f"the worker kept computing abandoned shards ({waited:.2f}s)"
+        print(f"deadline hit after {t1 - t0:.2f}s; next request served in {waited:.3f}s")
+        assert "Traceback" not in worker.log_tail(100)
+
+
+def test_overload_gets_resource_exhausted_not_collapse(tmp_path, heavy_models):
+    with LocalNetwork(tmp_path, heavy_models) as net:
+        net.start_coordinator("--max-jobs", "2")
+        net.start_worker("--intra-op-threads", "1", "--max-concurrency", "1")
+        net.wait_for_workers(1)
+        x = demo_inputs(1500, d_in=HEAVY["d_in"])["x"]
+
+        def submit(_):
+            try:
+                with Client(net.coordinator.address, timeout_s=60) as client:
+                    client.infer("heavy", {"x": x})
+                return "ok"
+            except RemoteError as exc:
+                return exc.code.name
+
+        with ThreadPoolExecutor(8) as pool:
+            outcomes = list(pool.map(submit, range(8)))
+        assert "ok" in outcomes
+        assert set(outcomes) <= {"ok", "RESOURCE_EXHAUSTED"}
+        assert "RESOURCE_EXHAUSTED" in outcomes
+        # And it still serves afterwards.
+        with Client(net.coordinator.address) as client:
+            assert client.infer("mlp", demo_inputs(3)).outputs["logits"].shape == (3, 10)
