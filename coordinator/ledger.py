@@ -57,6 +57,24 @@ CREATE TABLE IF NOT EXISTS verdicts (
     created_at      REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS verdicts_slash ON verdicts (slash_status);
+
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id          TEXT PRIMARY KEY,
+    request_key     TEXT UNIQUE NOT NULL,      -- the escrow id, or the client's request key
+    escrow_id       TEXT,
+    model_name      TEXT NOT NULL,
+    model_sha256    TEXT NOT NULL,
+    output_names    TEXT NOT NULL,             -- JSON list
+    rows            INTEGER,                   -- NULL: not batched
+    status          TEXT NOT NULL CHECK (status IN ('running', 'completed', 'failed')),
+    inputs_path     TEXT NOT NULL,
+    outputs_path    TEXT,
+    result          TEXT,                      -- JSON: shards, verdicts, receipts
+    error           TEXT,
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
 """
 
 
@@ -253,6 +271,66 @@ class Ledger:
 
     def slash_attempt_failed(self, verdict_id: int, error: str) -> None:
         self._db.execute("UPDATE verdicts SET slash_error = ? WHERE id = ?", (error, verdict_id))
+
+    # --- jobs that can be resumed or fetched again ------------------------------------
+
+    def add_job(
+        self,
+        *,
+        job_id: str,
+        request_key: str,
+        escrow_id: str | None,
+        model_name: str,
+        model_sha256: str,
+        output_names: list[str],
+        rows: int | None,
+        inputs_path: str,
+    ) -> None:
+        now = time.time()
+        self._db.execute(
+            "INSERT INTO jobs (job_id, request_key, escrow_id, model_name, model_sha256,"
+            " output_names, rows, status, inputs_path, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+            (
+                job_id,
+                request_key,
+                escrow_id,
+                model_name,
+                model_sha256,
+                json.dumps(output_names),
+                rows,
+                inputs_path,
+                now,
+                now,
+            ),
+        )
+
+    def job_done(
+        self,
+        job_id: str,
+        *,
+        status: str,
+        outputs_path: str | None = None,
+        result: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        self._db.execute(
+            "UPDATE jobs SET status = ?, outputs_path = ?, result = ?, error = ?,"
+            " updated_at = ? WHERE job_id = ?",
+            (status, outputs_path, result, error, time.time(), job_id),
+        )
+
+    def job_by_key(self, request_key: str) -> dict | None:
+        rows = self._jobs("WHERE request_key = ?", (request_key,))
+        return rows[0] if rows else None
+
+    def jobs_with_status(self, status: str) -> list[dict]:
+        return self._jobs("WHERE status = ? ORDER BY created_at", (status,))
+
+    def _jobs(self, where: str, args: tuple) -> list[dict]:
+        cursor = self._db.execute(f"SELECT * FROM jobs {where}", args)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def get(self, escrow_job_id: str) -> SettlementRow | None:
         rows = self._select("WHERE escrow_job_id = ?", (escrow_job_id,))

@@ -13,7 +13,7 @@ from shardnet.protocol import inference_pb2_grpc as pb_grpc
 from shardnet.protocol import shardnet_v1_pb2 as v1
 from shardnet.rpc import channel
 from shardnet.sharding import WorkerId, effective_rates, ewma, hardware_score
-from shardnet.signature import ModelSignature
+from shardnet.signature import ModelSignature, parse_metadata
 from shardnet.tls import fingerprint, pinned_channel
 
 log = logging.getLogger(__name__)
@@ -49,27 +49,48 @@ def worker_channel(info: v1.WorkerInfo) -> grpc.aio.Channel:
     return channel(info.endpoint)
 
 
+# Bounds on what a registration may carry (generous: real ones are far smaller).
+MAX_WORKER_ID_CHARS = 256
+MAX_ENDPOINT_CHARS = 1024
+MAX_MODELS = 1024
+
+
 def parse_worker_info(info: v1.WorkerInfo) -> dict[str, ModelSignature]:
     """Check a registration and return the worker's model signatures by sha256."""
     if not info.worker_id:
         raise InvalidRequest("worker_id is empty")
+    if len(info.worker_id) > MAX_WORKER_ID_CHARS:
+        raise InvalidRequest(
+            f"worker_id has {len(info.worker_id)} characters, over {MAX_WORKER_ID_CHARS}"
+        )
+    if len(info.endpoint) > MAX_ENDPOINT_CHARS:
+        raise InvalidRequest(
+            f"endpoint has {len(info.endpoint)} characters, over {MAX_ENDPOINT_CHARS}"
+        )
     host, _, port = info.endpoint.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    # isascii: str.isdigit() also accepts e.g. '²', which int() refuses
+    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise InvalidRequest(f"endpoint {info.endpoint!r} is not host:port")
     if info.tls_certificate:
         try:
             fingerprint(info.tls_certificate)
         except ValueError:
             raise InvalidRequest("tls_certificate is not a PEM certificate") from None
+    if len(info.models) > MAX_MODELS:
+        raise InvalidRequest(f"{len(info.models)} models, over {MAX_MODELS}")
     signatures = {}
     for model in info.models:
+        if not model.name:
+            raise InvalidRequest("a model has an empty name")
         if len(model.sha256) != 64 or any(c not in "0123456789abcdef" for c in model.sha256):
             raise InvalidRequest(
                 f"model {model.name!r}: sha256 {model.sha256!r} is not 64 hex digits"
             )
+        if model.sha256 in signatures:
+            raise InvalidRequest(f"model {model.name!r}: sha256 {model.sha256} listed twice")
         if model.metadata.name != model.name:
             raise InvalidRequest(f"model {model.name!r}: metadata names {model.metadata.name!r}")
-        signatures[model.sha256] = ModelSignature.from_metadata(model.metadata, model.sha256)
+        signatures[model.sha256] = parse_metadata(model.metadata, model.sha256)
     return signatures
 
 

@@ -10,6 +10,7 @@ import os
 import secrets
 import time
 import uuid
+from pathlib import Path
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -21,12 +22,14 @@ from shardnet.config import ConfigError, CoordinatorConfig
 from shardnet.coordinator.batching import DynamicBatcher
 from shardnet.coordinator.discovery import run_discovery
 from shardnet.coordinator.jobs import Job, JobResult, JobRunner
+from shardnet.coordinator.jobstore import JobStore
 from shardnet.coordinator.ledger import Ledger
 from shardnet.coordinator.metrics import register_collector
 from shardnet.coordinator.payments import (
     EscrowRejected,
     Payments,
     PaymentTerms,
+    parse_escrow_id,
 )
 from shardnet.coordinator.registry import WorkerRegistry, parse_worker_info, worker_channel
 from shardnet.coordinator.verify import Verifier
@@ -53,6 +56,7 @@ from shardnet.protocol import (
     ESCROW_PARAM,
     JOB_ID_PARAM,
     RECEIPTS_PARAM,
+    REQUEST_KEY_PARAM,
     SHARDS_PARAM,
     VERDICTS_PARAM,
 )
@@ -146,6 +150,17 @@ class JobFeeds:
             feed.mqtt.failed(f"settlement refused: {reason}")
 
 
+def result_parts(result: JobResult) -> dict:
+    """What a response carries besides the outputs (also stored for retried requests)."""
+    return {
+        "job_id": result.job_id,
+        "escrow_id": result.escrow_id,
+        "shards": [s.summary() for s in result.shards],
+        "verdicts": result.verdicts,
+        "receipts": [json.loads(s.receipt.to_json()) for s in result.shards if s.receipt],
+    }
+
+
 def _reason(exc: BaseException, deadline: float) -> str:
     if isinstance(exc, TimeoutError):
         return f"deadline of {deadline:.1f}s exceeded"
@@ -162,10 +177,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         payments: Payments,
         verifier: Verifier,
         feeds: JobFeeds | None = None,
+        store: JobStore | None = None,
     ) -> None:
         self.registry = registry
         self.config = config
         self.payments = payments
+        assert payments.ledger is not None
+        self.store = store or JobStore(payments.ledger, None)
         self.feeds = feeds or JobFeeds(None)
         self.batcher = None
         if config.max_queue_delay_ms > 0:
@@ -216,10 +234,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         arrays = decode_request_inputs(request)
         rows = validate_inputs(sig, arrays)
         names = select_outputs(sig, [o.name for o in request.outputs])
-        escrow_text = None
+        escrow_text = request_key = None
         for key, value in request.parameters.items():
             if key == ESCROW_PARAM:
                 escrow_text = str(param_value(value))
+            elif key == REQUEST_KEY_PARAM:
+                request_key = "key:" + str(param_value(value))[:200]
             elif key.startswith("shardnet."):
                 raise InvalidRequest(f"unknown request parameter {key!r}")
         remaining = context.time_remaining()
@@ -232,17 +252,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             if (
                 self.batcher is not None
                 and escrow_text is None
+                and request_key is None
                 and rows is not None
                 and (rows < self.config.max_batch_rows)
             ):
                 # Small unpaid requests ride together in one job (dynamic batching).
                 key = (sig.sha256, tuple(names), tuple(arrays))
-                outputs, result = await self.batcher.submit(
+                outputs, parts = await self.batcher.submit(
                     key, arrays, rows, (sig, names, deadline)
                 )
             else:
-                result = await self._run_job(sig, arrays, names, rows, escrow_text, deadline)
-                outputs = result.outputs
+                outputs, parts = await self._run_job(
+                    sig, arrays, names, rows, escrow_text, deadline, request_key
+                )
         except BaseException:
             self.stats.record(
                 sig.name, sig.sha256, ok=False, duration_ns=time.perf_counter_ns() - started
@@ -255,29 +277,75 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             rows=rows or 1,
             duration_ns=time.perf_counter_ns() - started,
         )
-        return self._response(request, sig, outputs, result)
+        return self._response(request, sig, outputs, parts)
 
     async def _run_merged(self, context, inputs, rows: int):
         """Run a dynamic batch as one unpaid job (the batcher splits the outputs back)."""
         sig, names, deadline = context
-        result = await self._run_job(sig, inputs, names, rows, None, deadline)
-        return result.outputs, result
+        return await self._run_job(sig, inputs, names, rows, None, deadline)
 
     async def _run_job(
-        self, sig, arrays, names, rows: int | None, escrow_text: str | None, deadline: float
-    ) -> JobResult:
-        """Admit (and, if paid, reserve the escrow for) one job, run it within `deadline`,
-        and record what it owes."""
+        self,
+        sig,
+        arrays,
+        names,
+        rows: int | None,
+        escrow_text: str | None,
+        deadline: float,
+        request_key: str | None = None,
+    ) -> tuple[list, dict]:
+        """Answer one job: from the store when this request (same escrow or request key)
+        was seen before, else admit it (reserving the escrow), run it within `deadline`,
+        and record what it owes. Returns (outputs, response parts)."""
+        key = request_key
+        if escrow_text is not None:
+            key = "0x" + parse_escrow_id(escrow_text).hex()
+        durable = key is not None and self.store.enabled
+        if durable:
+            stored = await self._stored(key, deadline)
+            if stored is not None:
+                return stored
         if self.active_jobs >= self.config.max_jobs:
             raise Overloaded(
                 f"coordinator is running {self.active_jobs} jobs, its limit; retry later"
             )
-        started = time.perf_counter_ns()
         job_id = uuid.uuid4().hex
+        escrow_id = await self.payments.admit(escrow_text, rows or 1, job_id)
+        if durable:
+            inputs_path = await self.store.save_inputs(job_id, arrays)
+            self.store.ledger.add_job(
+                job_id=job_id,
+                request_key=key,
+                escrow_id=escrow_id,
+                model_name=sig.name,
+                model_sha256=sig.sha256,
+                output_names=list(names),
+                rows=rows,
+                inputs_path=inputs_path,
+            )
+        return await self._execute(
+            job_id, sig, arrays, names, rows, escrow_id, key if durable else None, deadline
+        )
+
+    async def _execute(
+        self,
+        job_id: str,
+        sig,
+        arrays,
+        names,
+        rows,
+        escrow_id: str | None,
+        key: str | None,
+        deadline: float,
+    ) -> tuple[list, dict]:
+        """Run an admitted job; record payouts, store its answer (durable jobs), tell the
+        feeds. Shared by new requests and jobs resumed after a restart."""
+        started = time.perf_counter_ns()
+        waiter = asyncio.get_running_loop().create_future() if key else None
+        if key:
+            self.store.running[key] = waiter
         self.active_jobs += 1
-        escrow_id = None
         try:
-            escrow_id = await self.payments.admit(escrow_text, rows or 1, job_id)
             job = Job(
                 job_id,
                 sig,
@@ -292,9 +360,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             async with asyncio.timeout(deadline):
                 result = await self.runner.run(job)
         except BaseException as exc:
-            self.feeds.failed(job_id, _reason(exc, deadline), paid=escrow_id is not None)
+            reason = _reason(exc, deadline)
+            self.feeds.failed(job_id, reason, paid=escrow_id is not None)
             if escrow_id is not None:
                 self.payments.record(escrow_id, rows or 1, {}, [])  # owes nothing: refund now
+            if key:
+                self.store.ledger.job_done(job_id, status="failed", error=reason)
+                self.store.running.pop(key, None)
+                waiter.set_exception(Unavailable(f"job {job_id} failed: {reason}"))
+                waiter.exception()  # retrieved: nobody may be waiting
             if isinstance(exc, TimeoutError):
                 raise DeadlineExceeded(
                     f"job {job_id} did not finish within {deadline:.1f}s"
@@ -313,6 +387,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             self.payments.record(
                 escrow_id, rows or 1, rows_by_address, [s.raws for s in result.shards]
             )
+        parts = result_parts(result)
+        if key:
+            outputs_path = await self.store.save_outputs(job_id, result.outputs)
+            self.store.ledger.job_done(
+                job_id, status="completed", outputs_path=outputs_path, result=json.dumps(parts)
+            )
+            self.store.running.pop(key, None)
+            waiter.set_result((result.outputs, parts))
         self.feeds.completed(
             job_id,
             paid=escrow_id is not None,
@@ -329,26 +411,88 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             len({s.worker for s in result.shards}),
             (time.perf_counter_ns() - started) / 1e6,
         )
-        return result
+        return result.outputs, parts
 
-    def _response(self, request, sig, outputs, result: JobResult) -> pb.ModelInferResponse:
+    async def _stored(self, key: str, deadline: float) -> tuple[list, dict] | None:
+        """The answer to a request seen before: stored, or awaited while it runs."""
+        row = self.store.ledger.job_by_key(key)
+        if row is None:
+            return None
+        try:
+            async with asyncio.timeout(deadline):
+                while row["status"] == "running":
+                    waiter = self.store.running.get(key)
+                    if waiter is not None:
+                        return await asyncio.shield(waiter)
+                    await asyncio.sleep(0.2)  # resumed at start-up; not registered yet
+                    row = self.store.ledger.job_by_key(key)
+        except TimeoutError:
+            raise DeadlineExceeded(f"job {row['job_id']} is still running; ask again") from None
+        if row["status"] == "failed":
+            raise EscrowRejected(f"job {row['job_id']} for this request failed: {row['error']}")
+        return self.store.load_outputs(row["outputs_path"]), json.loads(row["result"])
+
+    async def resume_interrupted(self) -> None:
+        """At start-up: run again every durable job a crash left `running`, and refund
+        escrows reserved for jobs that never got as far as the ledger."""
+        if self.store.enabled:
+            jobs = self.store.ledger.jobs_with_status("running")
+            known = {r["escrow_id"] for r in jobs}
+            for row in self.payments.ledger.with_status("running") if self.payments.chain else []:
+                if row.escrow_job_id not in known:
+                    self.payments.record(row.escrow_job_id, 1, {}, [])
+            async with asyncio.TaskGroup() as tg:
+                for row in jobs:
+                    tg.create_task(self._resume(row), name=f"coordinator.resume[{row['job_id']}]")
+
+    async def _resume(self, row: dict) -> None:
+        log.warning("resuming job %s interrupted by a restart", row["job_id"])
+        deadline = time.monotonic() + self.config.job_timeout_s
+        sig = None
+        while sig is None:  # wait for workers serving the model to (re)join
+            try:
+                sig = self.registry.resolve(row["model_name"], row["model_sha256"])
+            except ModelNotFound:
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.5)
+        if sig is None:
+            self.store.ledger.job_done(
+                row["job_id"], status="failed", error="no worker serves the model after the restart"
+            )
+            if row["escrow_id"]:
+                self.payments.record(row["escrow_id"], 1, {}, [])
+            return
+        arrays = self.store.load_inputs(row["inputs_path"])
+        try:
+            await self._execute(
+                row["job_id"],
+                sig,
+                arrays,
+                json.loads(row["output_names"]),
+                row["rows"],
+                row["escrow_id"],
+                row["request_key"],
+                self.config.job_timeout_s,
+            )
+        except ShardnetError as exc:
+            log.error("resumed job %s failed: %s", row["job_id"], exc)
+
+    def _response(self, request, sig, outputs, parts: dict) -> pb.ModelInferResponse:
         response = pb.ModelInferResponse(
             model_name=sig.name, model_version=sig.sha256, id=request.id
         )
         for name, datatype, shape, raw in outputs:
             response.outputs.add(name=name, datatype=datatype, shape=shape)
             response.raw_output_contents.append(raw)
-        set_param(response.parameters, JOB_ID_PARAM, result.job_id)
-        if result.escrow_id is not None:
-            set_param(response.parameters, ESCROW_PARAM, result.escrow_id)
-        set_param(
-            response.parameters, SHARDS_PARAM, json.dumps([s.summary() for s in result.shards])
-        )
-        if result.verdicts:
-            set_param(response.parameters, VERDICTS_PARAM, json.dumps(result.verdicts))
-        receipts = [s.receipt.to_json() for s in result.shards if s.receipt is not None]
-        if receipts:
-            set_param(response.parameters, RECEIPTS_PARAM, "[" + ",".join(receipts) + "]")
+        set_param(response.parameters, JOB_ID_PARAM, parts["job_id"])
+        if parts["escrow_id"] is not None:
+            set_param(response.parameters, ESCROW_PARAM, parts["escrow_id"])
+        set_param(response.parameters, SHARDS_PARAM, json.dumps(parts["shards"]))
+        if parts["verdicts"]:
+            set_param(response.parameters, VERDICTS_PARAM, json.dumps(parts["verdicts"]))
+        if parts["receipts"]:
+            set_param(response.parameters, RECEIPTS_PARAM, json.dumps(parts["receipts"]))
         return response
 
 
@@ -687,10 +831,12 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> Non
     feeds = JobFeeds(bus, JobBoard())
     payments.on_settled = feeds.settled
     payments.on_settle_failed = feeds.settle_failed
+    # Durable jobs need a ledger file; their inputs and outputs go in a folder beside it.
+    spool = Path(f"{config.ledger}.spool") if config.ledger is not None else None
+    store = JobStore(payments.ledger, spool)
+    inference = InferenceServicer(registry, config, payments, verifier, feeds, store)
     server = create_server()
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceServicer(registry, config, payments, verifier, feeds), server
-    )
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
     coordinator_servicer = CoordinatorServicer(registry, config, payments)
     v1_grpc.add_CoordinatorServicer_to_server(coordinator_servicer, server)
     health = health_servicer(server)
@@ -740,6 +886,7 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> Non
                     _expire_loop(registry, config.worker_ttl_s / 4), name="coordinator.expire"
                 )
             ]
+            tg.create_task(inference.resume_interrupted(), name="coordinator.resume")
             if node is not None:
                 loops.append(
                     tg.create_task(

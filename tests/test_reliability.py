@@ -71,3 +71,49 @@ def test_overload_gets_resource_exhausted_not_collapse(tmp_path, heavy_models):
         # And it still serves afterwards.
         with Client(net.coordinator.address) as client:
             assert client.infer("mlp", demo_inputs(3)).outputs["logits"].shape == (3, 10)
+
+
+def test_coordinator_killed_mid_job_resumes_and_settles_exactly_once(paid_network, reference):
+    import asyncio
+    import threading
+
+    from shardnet.chain import DEV_KEYS, free_port
+    from shardnet.launch import spawn
+
+    net = paid_network
+    port, p2p = free_port(), free_port()
+    fixed = ("--port", str(port), "--p2p-listen", f"127.0.0.1:{p2p}")
+    net.start_coordinator(*fixed)
+    net.start_worker("worker-1", "--fault-delay-s", "2")  # holds shards: the kill lands mid-job
+    net.start_worker("worker-2", "--fault-delay-s", "2")
+    net.net.wait_for_workers(2)
+    x = demo_inputs(900, seed=13)["x"]
+    outcome = {}
+
+    def submit():
+        with Client(net.net.coordinator.address) as client:
+            outcome["result"] = client.infer("mlp", {"x": x}, payer=net.payer(), retry_s=60)
+
+    thread = threading.Thread(target=submit)
+    thread.start()
+    time.sleep(1.0)  # the job is admitted and its shards are on the workers
+    assert thread.is_alive()
+    args = list(net.net.coordinator.popen.args[3:-2])  # same flags, same ledger and keys
+    net.net.coordinator.kill()
+    t0 = time.monotonic()
+    net.net.coordinator = spawn("coordinator", args, net.workdir)
+    thread.join(90)
+    recovery = time.monotonic() - t0
+    result = outcome["result"]
+    assert result.outputs["logits"].tobytes() == reference(x)["logits"].tobytes()
+    (escrow,) = result.escrow_jobs
+    with Client(net.net.coordinator.address) as client:
+        settlement = client.wait_settled(escrow, timeout_s=30)
+    assert settlement.status == "settled", settlement.last_error
+
+    async def once():
+        async with await net.chain(DEV_KEYS[0]) as chain:
+            assert await chain.count_settlements(bytes.fromhex(escrow[2:])) == 1
+
+    asyncio.run(once())
+    print(f"client answered {recovery:.2f}s after the coordinator was killed")

@@ -24,6 +24,7 @@ from shardnet.protocol import (
     ESCROW_PARAM,
     JOB_ID_PARAM,
     RECEIPTS_PARAM,
+    REQUEST_KEY_PARAM,
     SHARDS_PARAM,
     VERDICTS_PARAM,
 )
@@ -176,11 +177,15 @@ class Client:
         max_in_flight: int = 2,
         progress: Callable[[int], None] | None = None,
         payer: Payer | None = None,
+        request_key: str | None = None,
+        retry_s: float = 120.0,
     ) -> InferResult:
         """Run `model` on `inputs`. Inputs with many rows are split along dim 0 into
         requests of `batch_rows` rows (default: about 32 MiB each), up to `max_in_flight`
         at a time; `progress(rows_done)` is called as each completes. With a `payer`, each
-        request is paid through its own escrow, opened at the coordinator's quote."""
+        request is paid through its own escrow, opened at the coordinator's quote. Paid
+        requests, and requests given a `request_key`, are retried for up to `retry_s` while
+        the coordinator is unreachable (it answers a repeat from its ledger)."""
         arrays = {k: np.asarray(v) for k, v in inputs.items()}
         if not arrays:
             raise InvalidRequest("no inputs given")
@@ -209,7 +214,17 @@ class Client:
                 escrow = payer.open_escrow(quote)
                 set_param(req.parameters, ESCROW_PARAM, escrow)
                 result.escrow_jobs.append(escrow)
+            elif request_key is not None:
+                set_param(req.parameters, REQUEST_KEY_PARAM, f"{request_key}/{start}")
             return req
+
+        # A request with an escrow or a request key is idempotent: the coordinator answers
+        # a repeat from its ledger, so a lost connection or a coordinator restart is waited
+        # out by sending the same request again, for up to `retry_s`.
+        retryable = payer is not None or request_key is not None
+
+        def send(request):
+            return self._stub.ModelInfer.future(request, timeout=self.timeout_s)
 
         parts: list[dict[str, np.ndarray]] = []
         pending: deque = deque()
@@ -217,17 +232,26 @@ class Client:
         while todo or pending:
             while todo and len(pending) < max(1, max_in_flight):
                 start, stop = todo.popleft()
-                future = self._stub.ModelInfer.future(
-                    request_for(start, stop), timeout=self.timeout_s
-                )
-                pending.append((start, stop, future))
-            start, stop, future = pending.popleft()
-            try:
-                response = future.result()
-            except grpc.RpcError as exc:
-                for *_, other in pending:
-                    other.cancel()
-                raise _remote(exc) from None
+                request = request_for(start, stop)
+                pending.append((start, stop, request, send(request)))
+            start, stop, request, future = pending.popleft()
+            give_up = time.monotonic() + retry_s
+            while True:
+                try:
+                    response = future.result()
+                    break
+                except grpc.RpcError as exc:
+                    if (
+                        retryable
+                        and exc.code() == grpc.StatusCode.UNAVAILABLE
+                        and (time.monotonic() < give_up)
+                    ):
+                        time.sleep(0.5)
+                        future = send(request)
+                        continue
+                    for *_, other in pending:
+                        other.cancel()
+                    raise _remote(exc) from None
             parts.append(decode_response_outputs(response))
             params = response.parameters
             if JOB_ID_PARAM in params:

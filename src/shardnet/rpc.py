@@ -39,9 +39,9 @@ def translate_errors(
         try:
             return await method(self, request, context)
         except ShardnetError as exc:
-            await context.abort(
-                exc.code, str(exc) if not isinstance(exc, RemoteError) else exc.details
-            )
+            message = exc.details if isinstance(exc, RemoteError) else str(exc)
+            # a status without a message tells the caller nothing: name at least the kind
+            await context.abort(exc.code, message or type(exc).__doc__ or type(exc).__name__)
         except grpc.aio.AbortError:
             raise
         except Exception as exc:  # broad on purpose: a bug must not look like a client error

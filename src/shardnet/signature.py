@@ -9,7 +9,7 @@ import numpy as np
 
 from shardnet.errors import InvalidRequest
 from shardnet.protocol import inference_pb2 as pb
-from shardnet.protocol.tensors import datatype_of
+from shardnet.protocol.tensors import DATATYPES, MAX_DIMS, MAX_ELEMENTS, datatype_of
 
 ANY = -1  # a dimension of any size (symbolic or unknown in the ONNX graph)
 
@@ -57,6 +57,29 @@ class ModelSignature:
             return tuple(TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in tensors)
 
         return cls(metadata.name, sha256, specs(metadata.inputs), specs(metadata.outputs))
+
+
+def parse_metadata(metadata: pb.ModelMetadataResponse, sha256: str) -> ModelSignature:
+    """The signature a peer announces, checked: every tensor named once, a known datatype,
+    at most MAX_DIMS dimensions each of ANY or 0..MAX_ELEMENTS, and at least one output.
+    Raises InvalidRequest naming the first problem."""
+    what = f"model {metadata.name!r}"
+    if not metadata.outputs:
+        raise InvalidRequest(f"{what} has no outputs")
+    for kind, tensors in (("input", metadata.inputs), ("output", metadata.outputs)):
+        seen: set[str] = set()
+        for t in tensors:
+            if not t.name:
+                raise InvalidRequest(f"{what} has an {kind} with an empty name")
+            if t.name in seen:
+                raise InvalidRequest(f"{what} has two {kind}s named {t.name!r}")
+            seen.add(t.name)
+            if t.datatype not in DATATYPES:
+                raise InvalidRequest(f"{what}: {kind} {t.name!r} has datatype {t.datatype!r}")
+            if len(t.shape) > MAX_DIMS or any(not ANY <= d <= MAX_ELEMENTS for d in t.shape):
+                shape = list(t.shape) if len(t.shape) <= MAX_DIMS else f"of {len(t.shape)} dims"
+                raise InvalidRequest(f"{what}: {kind} {t.name!r} has shape {shape}")
+    return ModelSignature.from_metadata(metadata, sha256)
 
 
 def _names(tensors: Sequence[TensorSpec]) -> str:

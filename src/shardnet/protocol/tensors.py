@@ -66,8 +66,10 @@ _CONTENTS_FIELD: dict[str, str] = {
     "BYTES": "bytes_contents",
 }
 
-# No tensor may claim more elements than this (a guard before any allocation).
+# No tensor may claim more elements than this (a guard before any allocation), nor more
+# dimensions than numpy 1.x supports.
 MAX_ELEMENTS = 1 << 31
+MAX_DIMS = 32
 
 
 def datatype_of(array: np.ndarray) -> str:
@@ -81,12 +83,20 @@ def datatype_of(array: np.ndarray) -> str:
 
 
 def element_count(shape: Sequence[int], what: str) -> int:
+    """Elements in a tensor of `shape`, after checking numpy can hold that shape without
+    anyone allocating anything: no negative dimension, at most MAX_DIMS of them, and at most
+    MAX_ELEMENTS in the product of the non-zero ones (numpy refuses a zero-size array whose
+    other dimensions overflow, e.g. [0, 2**62, 2**62])."""
+    if len(shape) > MAX_DIMS:
+        raise InvalidRequest(f"{what}: shape has {len(shape)} dimensions, over {MAX_DIMS}")
     if any(d < 0 for d in shape):
         raise InvalidRequest(f"{what}: shape {list(shape)} has a negative dimension")
-    count = math.prod(shape)
-    if count > MAX_ELEMENTS:
-        raise InvalidRequest(f"{what}: shape {list(shape)} has {count} elements, over the limit")
-    return count
+    extent = math.prod(d for d in shape if d)
+    if extent > MAX_ELEMENTS:
+        raise InvalidRequest(
+            f"{what}: shape {list(shape)} spans {extent} elements, over the limit of {MAX_ELEMENTS}"
+        )
+    return math.prod(shape)
 
 
 # --- BYTES ---------------------------------------------------------------------------------
@@ -102,6 +112,11 @@ def serialize_bytes(array: np.ndarray) -> bytes:
 
 
 def deserialize_bytes(raw: bytes, count: int, what: str) -> np.ndarray:
+    if count * 4 > len(raw):  # before allocating `count` slots: a prefix per element
+        raise InvalidRequest(
+            f"{what}: {len(raw)} bytes cannot hold {count} BYTES elements "
+            "(each needs a 4-byte length)"
+        )
     out = np.empty(count, dtype=object)
     view = memoryview(raw)
     offset = 0
@@ -153,7 +168,19 @@ def _decode_contents(contents: pb.InferTensorContents, datatype: str, shape, wha
         array = np.empty(count, dtype=object)
         array[:] = list(values)
         return array.reshape(tuple(shape))
-    return np.asarray(values, dtype=DATATYPES[datatype]).reshape(tuple(shape))
+    dtype = DATATYPES[datatype]
+    if dtype.kind in "iu":
+        # The field is wider than the datatype (e.g. uint_contents for UINT8): check the
+        # range instead of letting numpy raise OverflowError or wrap around.
+        wide = np.asarray(values, dtype="<u8" if field == "uint64_contents" else "<i8")
+        limits = np.iinfo(dtype)
+        if wide.size and (wide.min() < limits.min or wide.max() > limits.max):
+            raise InvalidRequest(
+                f"{what}: {field} holds a value outside the range of {datatype} "
+                f"[{limits.min}, {limits.max}]"
+            )
+        return wide.astype(dtype).reshape(tuple(shape))
+    return np.asarray(values, dtype=dtype).reshape(tuple(shape))
 
 
 def decode_request_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
