@@ -26,7 +26,12 @@ from shardnet.protocol import inference_pb2 as pb
 from shardnet.protocol import inference_pb2_grpc as pb_grpc
 from shardnet.protocol import shardnet_v1_pb2 as v1
 from shardnet.protocol import shardnet_v1_pb2_grpc as v1_grpc
-from shardnet.protocol.tensors import DATATYPES, add_inputs, decode_request_inputs
+from shardnet.protocol.tensors import (
+    _CONTENTS_FIELD,
+    DATATYPES,
+    add_inputs,
+    decode_request_inputs,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -129,10 +134,12 @@ _VALUES = {
 
 
 @st.composite
-def typed_contents(draw, shape: list[int]) -> pb.InferTensorContents:
-    """Typed contents in any field (right or wrong for the datatype), with the right
-    element count or a wrong one; values span each field's whole range."""
-    field = draw(st.sampled_from(sorted(_VALUES)))
+def typed_contents(draw, shape: list[int], datatype: str = "") -> pb.InferTensorContents:
+    """Typed contents in the field of `datatype` or any other, with the right element
+    count or a wrong one; values span each field's whole range."""
+    own = _CONTENTS_FIELD.get(datatype)
+    any_field = st.sampled_from(sorted(_VALUES))
+    field = draw(st.one_of(st.just(own), any_field) if own else any_field)
     count = _count(shape)
     size = count if count is not None and count <= 512 and draw(st.booleans()) else None
     if size is None:
@@ -141,47 +148,11 @@ def typed_contents(draw, shape: list[int]) -> pb.InferTensorContents:
     return pb.InferTensorContents(**{field: values})
 
 
-@st.composite
-def hostile_requests(draw) -> pb.ModelInferRequest:
-    """ModelInfer requests that are wrong in any way at once: model, names, datatypes,
-    shapes, byte lengths, raw/typed mix, raw entry counts, outputs, parameters."""
-    request = pb.ModelInferRequest(model_name=draw(model_names), id=draw(texts))
-    if draw(st.booleans()):
-        request.model_version = draw(model_versions)
-    use_raw = draw(st.booleans())
-    for _ in range(draw(st.integers(0, 3))):
-        datatype = draw(datatype_names)
-        shape = draw(shapes)
-        tensor = request.inputs.add(name=draw(input_names), datatype=datatype, shape=shape)
-        if use_raw:
-            count = _count(shape)
-            if datatype == "BYTES" and count is not None and count <= 64:
-                request.raw_input_contents.append(draw(bytes_elements(count)))
-            else:
-                request.raw_input_contents.append(draw(raw_contents(datatype, shape)))
-            if draw(st.integers(0, 9)) == 0:
-                tensor.contents.CopyFrom(draw(typed_contents(shape)))  # both kinds at once
-        elif draw(st.integers(0, 9)) > 0:
-            tensor.contents.CopyFrom(draw(typed_contents(shape)))
-    if use_raw:  # sometimes one raw entry too many or too few
-        extra = draw(st.sampled_from([0, 0, 0, 1, -1]))
-        if extra > 0:
-            request.raw_input_contents.append(draw(st.binary(max_size=16)))
-        elif extra < 0 and request.raw_input_contents:
-            del request.raw_input_contents[-1]
-    for name in draw(st.lists(output_names, max_size=3)):
-        request.outputs.add(name=name)
-    for key in draw(st.lists(st.sampled_from(["shardnet.nope", "priority", "x"]) | texts)):
-        kind = draw(st.sampled_from(["bool_param", "int64_param", "string_param", "none"]))
-        if kind == "bool_param":
-            request.parameters[key].bool_param = True
-        elif kind == "int64_param":
-            request.parameters[key].int64_param = draw(st.integers(-(2**63), 2**63 - 1))
-        elif kind == "string_param":
-            request.parameters[key].string_param = draw(texts)
-        else:
-            request.parameters[key].CopyFrom(pb.InferParameter())
-    return request
+finite_or_not = hnp.arrays(
+    np.float32,
+    st.tuples(st.integers(1, 12), st.just(D_IN)),
+    elements=st.floats(width=32) | st.sampled_from([np.inf, -np.inf, np.nan]),
+)
 
 
 def raw_request(shape: list[int], raw: bytes, datatype: str = "FP32") -> pb.ModelInferRequest:
@@ -191,11 +162,81 @@ def raw_request(shape: list[int], raw: bytes, datatype: str = "FP32") -> pb.Mode
     return request
 
 
-finite_or_not = hnp.arrays(
-    np.float32,
-    st.tuples(st.integers(1, 12), st.just(D_IN)),
-    elements=st.floats(width=32) | st.sampled_from([np.inf, -np.inf, np.nan]),
-)
+def _parameters(draw, params) -> None:
+    for key in draw(st.lists(st.sampled_from(["shardnet.nope", "priority", "x"]) | texts)):
+        kind = draw(st.sampled_from(["bool_param", "int64_param", "string_param", "none"]))
+        if kind == "bool_param":
+            params[key].bool_param = True
+        elif kind == "int64_param":
+            params[key].int64_param = draw(st.integers(-(2**63), 2**63 - 1))
+        elif kind == "string_param":
+            params[key].string_param = draw(texts)
+        else:
+            params[key].CopyFrom(pb.InferParameter())
+
+
+def _tensor_contents(draw, request, tensor, i: int) -> None:
+    """New contents for input `i` that fit its (possibly mutated) datatype and shape, or
+    not: raw bytes, length-prefixed BYTES, or typed contents."""
+    shape, count = list(tensor.shape), _count(list(tensor.shape))
+    kind = draw(st.sampled_from(["raw", "raw", "typed"]))
+    if kind == "typed" or i >= len(request.raw_input_contents):
+        tensor.contents.CopyFrom(draw(typed_contents(shape, tensor.datatype)))
+    elif tensor.datatype == "BYTES" and count is not None and count <= 64:
+        request.raw_input_contents[i] = draw(bytes_elements(count))
+    else:
+        request.raw_input_contents[i] = draw(raw_contents(tensor.datatype, shape))
+
+
+# One fault each; a request gets none (it is valid), one or several.
+MUTATIONS = {
+    "model": lambda draw, r: setattr(r, "model_name", draw(model_names)),
+    "version": lambda draw, r: setattr(r, "model_version", draw(model_versions)),
+    "input name": lambda draw, r: setattr(r.inputs[0], "name", draw(input_names)),
+    "datatype": lambda draw, r: setattr(r.inputs[0], "datatype", draw(datatype_names)),
+    "shape": lambda draw, r: r.inputs[0].shape.__setitem__(slice(None), draw(shapes)),
+    "contents": lambda draw, r: _tensor_contents(draw, r, r.inputs[0], 0),
+    "typed and raw": lambda draw, r: r.inputs[0].contents.CopyFrom(
+        draw(typed_contents(list(r.inputs[0].shape)))
+    ),
+    "raw count": lambda draw, r: (
+        r.raw_input_contents.append(draw(st.binary(max_size=16)))
+        if draw(st.booleans())
+        else r.ClearField("raw_input_contents")
+    ),
+    "more inputs": lambda draw, r: _more_inputs(draw, r),
+    "outputs": lambda draw, r: r.outputs.extend(
+        pb.ModelInferRequest.InferRequestedOutputTensor(name=n)
+        for n in draw(st.lists(output_names, min_size=1, max_size=3))
+    ),
+    "parameters": lambda draw, r: _parameters(draw, r.parameters),
+    "id": lambda draw, r: setattr(r, "id", draw(texts | huge_texts)),
+}
+
+
+def _more_inputs(draw, request) -> None:
+    for _ in range(draw(st.integers(1, 2))):
+        tensor = request.inputs.add(
+            name=draw(input_names), datatype=draw(datatype_names), shape=draw(shapes)
+        )
+        request.raw_input_contents.append(b"")
+        _tensor_contents(draw, request, tensor, len(request.inputs) - 1)
+
+
+@st.composite
+def hostile_requests(draw) -> tuple[pb.ModelInferRequest, set[str]]:
+    """A valid request for the demo MLP (NaN and infinities included), then none, one or
+    several faults from MUTATIONS applied to it, in a fixed order."""
+    request = pb.ModelInferRequest(model_name="mlp")
+    add_inputs(request, {"x": draw(finite_or_not)})
+    how_many = draw(st.sampled_from([0, 1, 1, 1, 2, 2, 3, 4]))
+    faults = draw(st.sets(st.sampled_from(list(MUTATIONS)), min_size=how_many, max_size=how_many))
+    if faults & {"datatype", "shape"}:
+        faults.add("contents")  # new contents, which may fit the new datatype and shape
+    for name in MUTATIONS:  # in order: datatype and shape before contents
+        if name in faults:
+            MUTATIONS[name](draw, request)
+    return request, faults
 
 
 # --- calling -------------------------------------------------------------------------------
@@ -267,13 +308,16 @@ TARGETS = ["coordinator", "worker-1"]
 
 @pytest.mark.parametrize("target", TARGETS)
 @FUZZ
-@given(request=hostile_requests())
+@given(case=hostile_requests())
 def test_hostile_infer_requests_get_a_clear_status_or_the_right_answer(
-    stubs, reference, target, request
+    stubs, reference, target, case
 ):
+    request, faults = case
     stub = stubs[target]
     response = expect_clear(stub.ModelInfer, request)
     event("refused" if response is None else "answered")
+    if not faults:
+        assert response is not None, "a valid request was refused"
     if response is not None:
         # hypothesis built a valid request: it must be answered correctly
         assert_matches_reference(response, decode_request_inputs(request)["x"], reference)
