@@ -37,9 +37,8 @@ test-python: setup
 	$(PY) -m pytest
 
 bench: setup
-	$(PY) benchmarks/overhead_scaling.py
-	$(PY) benchmarks/chain_cost.py
-	$(PY) benchmarks/detection.py
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) benchmarks/run_all.py $(if $(QUICK),--quick)
 
 proto: setup
 	$(PY) -m shardnet.protocol.codegen

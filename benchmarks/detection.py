@@ -1,23 +1,20 @@
-"""Spot checks: how often a cheater is caught, and what the re-execution costs.
+"""Spot checks: how often a cheater is caught, measured against 1 - (1 - p)^k.
 
-1. Detection rate vs theory. A coordinator with spot-check probability p, 2 honest workers
-   and 1 cheater (`--fault noise`, wrong on every shard). The coordinator cuts each
-   worker's share into exactly k shards (`--shards-per-worker k`, `--min-shard-rows 1`,
-   jobs big enough that every share has >= k rows), so the cheater computes k shards per
-   job as primary. Many independent jobs (distinct inputs, random job ids, so a fresh spot
-   check sample each) are run per (p, k) cell; a job counts as caught when one of its
-   verdicts names the cheater among `losers`. The cheater is never excluded
-   (`--max-strikes` very high), so every job sees the same three workers. Measured rates
-   are printed next to `detection_probability(p, k) = 1 - (1 - p)^k` with the binomial
-   standard error at that probability. Two rates are measured: the cheater caught on one of
-   its own k shards (what the formula models), and caught in any role, which also counts
-   the checks of honest workers' shards that the coordinator sent to the cheater. The p = 0
-   column checks that nobody is caught without checks and measures k itself.
+A coordinator with spot-check probability p, 2 honest workers and 1 cheater (`--fault
+noise`, wrong on every shard). The coordinator cuts each worker's share into exactly k
+shards (`--shards-per-worker k`, `--min-shard-rows 1`, jobs big enough that every share
+has >= k rows), so the cheater computes k shards per job as primary. Many independent jobs
+(distinct inputs, random job ids, so a fresh spot check sample each) are run per (p, k)
+cell; a job counts as caught when one of its verdicts names the cheater among `losers`.
+The cheater is never excluded (`--max-strikes` very high), so every job sees the same
+three workers. Measured rates are printed next to `detection_probability(p, k) = 1 - (1 -
+p)^k` with the binomial standard error at that probability. Two rates are measured: the
+cheater caught on one of its own k shards (what the formula models), and caught in any
+role, which also counts the checks of honest workers' shards that the coordinator sent to
+the cheater. The p = 0 column checks that nobody is caught without checks and measures k
+itself.
 
-2. Compute overhead. 3 honest workers, a compute-heavy MLP, a fixed batch of jobs timed at
-   several p (median of repeats); wall(p) / wall(0) is printed next to 1 + p, the ideal
-   for re-executing a fraction p of the shards, and the goal (1 + p) * 1.05. Also the
-   fraction of shards actually re-executed (`checked` in the job's shard report).
+What spot checks cost in wall time is measured by benchmarks/spot_check_overhead.py.
 
 Every worker gets one onnxruntime thread and computes one shard at a time, so they are
 alike. Their row shares still follow measured throughput and drift apart between jobs, so
@@ -26,7 +23,7 @@ and the p = 0 cell of each k checks that the cheater got exactly k in every job.
 networks are real processes on loopback, restarted for every cell (p and k are
 coordinator flags). A PNG plot is written too when matplotlib is importable.
 
-    python benchmarks/detection.py [--jobs 60] [--repeats 5] [--quick]
+    python benchmarks/detection.py [--jobs 60] [--quick]
 """
 
 from __future__ import annotations
@@ -39,6 +36,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchlib import WORKER_FLAGS, save_plot
+
 from shardnet.client import Client, InferResult
 from shardnet.demo import demo_inputs, write_demo_model
 from shardnet.launch import LocalNetwork
@@ -46,7 +45,6 @@ from shardnet.verification import detection_probability
 
 CHEATER = "cheater"
 HONEST = ("honest-1", "honest-2")
-WORKER_FLAGS = ("--intra-op-threads", "1", "--max-concurrency", "1")
 
 DETECTION_P = (0.0, 0.05, 0.1, 0.2, 0.5)
 DETECTION_K = (1, 2, 4, 8)
@@ -54,15 +52,6 @@ DETECTION_K = (1, 2, 4, 8)
 # share 2 cores here, and a worker given more rows looks faster), so leave every share
 # far more than k rows: with 384 rows the cheater's share was seen to fall below 4 rows.
 DETECTION_ROWS = 4096
-
-OVERHEAD_P = (0.0, 0.1, 0.25, 0.5, 1.0)
-OVERHEAD_MODEL = {"d_in": 256, "hidden": 1024, "depth": 4, "d_out": 10, "name": "heavy"}
-OVERHEAD_ROWS = 4096
-OVERHEAD_JOBS = 6  # jobs per timed batch
-OVERHEAD_SLACK = 1.05  # goal: wall(p) / wall(0) <= (1 + p) * 1.05
-
-
-# --- 1. detection ------------------------------------------------------------------------
 
 
 @dataclass
@@ -183,126 +172,46 @@ def print_detection_table(cells: list[Cell]) -> None:
     print(f"verdicts lost by honest workers: {honest} (should be 0)")
 
 
-# --- 2. compute overhead -----------------------------------------------------------------
-
-
-@dataclass
-class OverheadPoint:
-    p: float
-    wall_s: float  # median wall time of one batch of jobs
-    checked: int  # shards re-executed, over all timed jobs
-    shards: int
-
-
-def run_overhead_point(workdir: Path, models: Path, p: float, repeats: int) -> OverheadPoint:
-    x = demo_inputs(OVERHEAD_ROWS, d_in=OVERHEAD_MODEL["d_in"])["x"]
-    walls, checked, shards = [], 0, 0
-    with LocalNetwork(workdir, models) as net:
-        net.start_coordinator("--spot-check-p", str(p))
-        for _ in range(3):
-            net.start_worker(*WORKER_FLAGS)
-        net.wait_for_workers(3)
-        with Client(net.coordinator.address) as client:
-            client.infer("heavy", {"x": x}, outputs=["logits"])  # warm-up, first rates
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                for _ in range(OVERHEAD_JOBS):
-                    result = client.infer("heavy", {"x": x}, outputs=["logits"])
-                    checked += sum(s["checked"] for s in result.shards)
-                    shards += len(result.shards)
-                walls.append(time.perf_counter() - t0)
-    return OverheadPoint(p, statistics.median(walls), checked, shards)
-
-
-def run_overhead(tmp: Path, p_values, repeats: int) -> list[OverheadPoint]:
-    models = tmp / "models-heavy"
-    write_demo_model(models, **OVERHEAD_MODEL)
-    points = []
-    for p in p_values:
-        point = run_overhead_point(tmp / f"overhead-p{p}", models, p, repeats)
-        print(f"  p={p:<4}: {point.wall_s:.3f}s per batch", flush=True)
-        points.append(point)
-    return points
-
-
-def print_overhead_table(points: list[OverheadPoint], repeats: int) -> None:
-    base = points[0].wall_s  # p = 0
-    m = OVERHEAD_MODEL
-    print(
-        f"model: MLP {m['d_in']}->{m['hidden']}x{m['depth']}->{m['d_out']}, "
-        f"{OVERHEAD_ROWS} rows per job, {OVERHEAD_JOBS} jobs per batch, median of {repeats}"
-    )
-    print(
-        f"{'p':>5} {'batch wall s':>13} {'wall/wall(0)':>13} {'1+p':>6} "
-        f"{'goal':>6} {'ok':>4} {'re-executed':>12}"
-    )
-    for pt in points:
-        ratio = pt.wall_s / base
-        goal = (1 + pt.p) * OVERHEAD_SLACK
-        print(
-            f"{pt.p:>5.2f} {pt.wall_s:>13.3f} {ratio:>13.3f} {1 + pt.p:>6.2f} "
-            f"{goal:>6.2f} {'yes' if ratio <= goal else 'NO':>4} "
-            f"{pt.checked:>4}/{pt.shards:<4} ={pt.checked / pt.shards:>5.2f}"
+def plot(cells: list[Cell]) -> None:
+    def draw(plt):
+        _, ax = plt.subplots(figsize=(5.5, 4))
+        for p in sorted({c.p for c in cells}):
+            row = [c for c in cells if c.p == p]
+            ks = [c.k for c in row]
+            line = ax.errorbar(
+                ks,
+                [c.caught_as_primary / c.jobs for c in row],
+                yerr=[c.standard_error for c in row],
+                fmt="o",
+                label=f"p={p}",
+            )
+            ax.plot(ks, [c.theory for c in row], "--", color=line[0].get_color())
+        ax.set(
+            xlabel="k (cheater's shards per job)",
+            ylabel="caught as primary",
+            xscale="log",
+            title="measured (points) vs 1-(1-p)^k (dashed)",
         )
+        ax.legend()
 
-
-# --- plot and main -----------------------------------------------------------------------
-
-
-def plot(cells: list[Cell], points: list[OverheadPoint], path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(matplotlib is not installed: no plot)")
-        return
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for p in sorted({c.p for c in cells}):
-        row = [c for c in cells if c.p == p]
-        ks = [c.k for c in row]
-        line = left.errorbar(
-            ks,
-            [c.caught_as_primary / c.jobs for c in row],
-            yerr=[c.standard_error for c in row],
-            fmt="o",
-            label=f"p={p}",
-        )
-        left.plot(ks, [c.theory for c in row], "--", color=line[0].get_color())
-    left.set(xlabel="k (cheater's shards per job)", ylabel="caught as primary", xscale="log")
-    left.legend()
-    ps = [pt.p for pt in points]
-    right.plot(ps, [pt.wall_s / points[0].wall_s for pt in points], "o-", label="measured")
-    right.plot(ps, [1 + p for p in ps], "--", label="1 + p")
-    right.set(xlabel="p", ylabel="wall / wall(p=0)")
-    right.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    print(f"plot: {path}")
+    save_plot("detection", draw)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, help="jobs per (p, k) cell (default 60, quick 15)")
-    parser.add_argument("--repeats", type=int, help="timed batches per p (default 5, quick 2)")
     parser.add_argument("--quick", action="store_true", help="fewer cells: a smoke run")
-    parser.add_argument("--plot", type=Path, default=Path("detection.png"), help="PNG path")
     args = parser.parse_args()
     if args.quick:
-        detection_p, detection_k, overhead_p = (0.0, 0.2, 0.5), (1, 4), (0.0, 0.5, 1.0)
+        detection_p, detection_k = (0.0, 0.2, 0.5), (1, 4)
     else:
-        detection_p, detection_k, overhead_p = DETECTION_P, DETECTION_K, OVERHEAD_P
+        detection_p, detection_k = DETECTION_P, DETECTION_K
     jobs = args.jobs or (15 if args.quick else 60)
-    repeats = args.repeats or (2 if args.quick else 5)
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="shardnet-bench-") as tmp:
-        tmp = Path(tmp)
         print("detection: 2 honest workers + 1 cheater (--fault noise) per cell", flush=True)
-        cells = run_detection(tmp, detection_p, detection_k, jobs)
-        print("overhead: 3 honest workers", flush=True)
-        points = run_overhead(tmp, overhead_p, repeats)
+        cells = run_detection(Path(tmp), detection_p, detection_k, jobs)
 
     print()
     print(
@@ -310,11 +219,7 @@ def main() -> None:
         f"se = sqrt(theory(1-theory)/jobs), z = (caught as primary - theory) / se"
     )
     print_detection_table(cells)
-    print()
-    print("OVERHEAD: 3 honest workers, 1 intra-op thread and 1 shard at a time each")
-    print_overhead_table(points, repeats)
-    print()
-    plot(cells, points, args.plot)
+    plot(cells)
     print(f"total {time.perf_counter() - started:.0f}s")
 
 

@@ -331,7 +331,14 @@ class JobRunner:
             if job.events is not None:
                 job.events.shard_dispatched(spec.index, spec.rows, worker.id)
             try:
-                response = await worker.stub.ModelInfer(request, timeout=timeout)
+                try:
+                    response = await worker.stub.ModelInfer(request, timeout=timeout)
+                except asyncio.CancelledError:
+                    if asyncio.current_task().cancelling():
+                        raise  # the job itself is being cancelled
+                    # The call, not the job, was cancelled: its channel closed under it
+                    # (the worker was dropped). Another worker takes the shard.
+                    raise ShardFailed("the worker's channel closed during the call") from None
                 tensors = self._check_response(job, spec, response)
                 receipt = self._check_receipt(job, worker, request, response, tensors)
             except grpc.aio.AioRpcError as exc:

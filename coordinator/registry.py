@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -104,7 +105,14 @@ class WorkerRegistry:
         # exclusions by worker id, chain address and peer key.
         self._strikes: dict[WorkerId, int] = {}
         self._banned: dict[str, str] = {}
-        self._closing: list[grpc.aio.Channel] = []
+        self._closing: set[asyncio.Task] = set()
+
+    def _retire(self, ch: grpc.aio.Channel) -> None:
+        """Close a dropped worker's channel without cutting the calls still on it: closing
+        at once would cancel them (they see CancelledError, not an error to retry on)."""
+        task = asyncio.create_task(ch.close(grace=self.ttl_s + 60), name="registry.close")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def strikes(self, worker_id: WorkerId) -> int:
         return self._strikes.get(worker_id, 0)
@@ -124,7 +132,7 @@ class WorkerRegistry:
             self._banned[key] = reason
         worker = self._workers.pop(worker_id, None)
         if worker is not None:
-            self._closing.append(worker.channel)
+            self._retire(worker.channel)
         log.warning("worker %s excluded: %s", worker_id, reason)
 
     def banned_reason(self, info: v1.WorkerInfo) -> str | None:
@@ -140,7 +148,7 @@ class WorkerRegistry:
         worker_id = WorkerId(info.worker_id)
         old = self._workers.pop(worker_id, None)
         if old is not None:
-            await old.channel.close()
+            self._retire(old.channel)
         ch = worker_channel(info)
         hw = info.hardware
         worker = Worker(
@@ -168,13 +176,11 @@ class WorkerRegistry:
 
     async def expire(self) -> list[WorkerId]:
         """Drop workers whose heartbeats stopped; return their ids."""
-        while self._closing:
-            await self._closing.pop().close()
         now = self.clock()
         dead = [w for w in self._workers.values() if now - w.last_seen > self.ttl_s]
         for worker in dead:
             del self._workers[worker.id]
-            await worker.channel.close()
+            self._retire(worker.channel)
             log.warning(
                 "worker %s dropped: no heartbeat for %.1fs", worker.id, now - worker.last_seen
             )
@@ -183,12 +189,14 @@ class WorkerRegistry:
     async def remove(self, worker_id: WorkerId) -> None:
         worker = self._workers.pop(worker_id, None)
         if worker is not None:
-            await worker.channel.close()
+            self._retire(worker.channel)
 
     async def close(self) -> None:
         for worker in self._workers.values():
             await worker.channel.close()
         self._workers.clear()
+        for task in list(self._closing):
+            task.cancel()
 
     def all(self) -> list[Worker]:
         return list(self._workers.values())

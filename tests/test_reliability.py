@@ -117,3 +117,30 @@ def test_coordinator_killed_mid_job_resumes_and_settles_exactly_once(paid_networ
 
     asyncio.run(once())
     print(f"client answered {recovery:.2f}s after the coordinator was killed")
+
+
+@pytest.mark.parametrize("join", ["register", "discovery"])
+def test_a_frozen_worker_is_routed_around_and_returns_when_thawed(fresh_network, reference, join):
+    import signal
+
+    net = fresh_network
+    net.join = join
+    net.start_coordinator(
+        "--worker-ttl-s", "2", "--min-shard-timeout-s", "1", "--shard-timeout-s", "3"
+    )
+    net.start_worker("--intra-op-threads", "1")
+    frozen = net.start_worker("--intra-op-threads", "1")
+    net.wait_for_workers(2)
+    frozen.popen.send_signal(signal.SIGSTOP)  # alive to the kernel, silent to everyone
+    try:
+        x = demo_inputs(2000, seed=17)["x"]
+        t0 = time.monotonic()
+        with Client(net.coordinator.address) as client:
+            result = client.infer("mlp", {"x": x})
+        assert result.outputs["logits"].tobytes() == reference(x)["logits"].tobytes()
+        net.wait_for_workers(1, timeout_s=10)
+        dropped = time.monotonic() - t0
+    finally:
+        frozen.popen.send_signal(signal.SIGCONT)
+    net.wait_for_workers(2, timeout_s=20)
+    print(f"frozen worker dropped within {dropped:.2f}s; back after SIGCONT")
