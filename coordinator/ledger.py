@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     rows            INTEGER,                   -- NULL: not batched
     status          TEXT NOT NULL CHECK (status IN ('running', 'completed', 'failed')),
     inputs_path     TEXT NOT NULL,
+    inputs_digest   TEXT NOT NULL,             -- a repeat must carry the same inputs
     outputs_path    TEXT,
     result          TEXT,                      -- JSON: shards, verdicts, receipts
     error           TEXT,
@@ -285,12 +286,13 @@ class Ledger:
         output_names: list[str],
         rows: int | None,
         inputs_path: str,
+        inputs_digest: str,
     ) -> None:
         now = time.time()
         self._db.execute(
             "INSERT INTO jobs (job_id, request_key, escrow_id, model_name, model_sha256,"
-            " output_names, rows, status, inputs_path, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+            " output_names, rows, status, inputs_path, inputs_digest, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
             (
                 job_id,
                 request_key,
@@ -300,6 +302,7 @@ class Ledger:
                 json.dumps(output_names),
                 rows,
                 inputs_path,
+                inputs_digest,
                 now,
                 now,
             ),

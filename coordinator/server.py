@@ -4,6 +4,7 @@ Coordinator for workers; and running them."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -64,8 +65,8 @@ from shardnet.protocol import inference_pb2 as pb
 from shardnet.protocol import inference_pb2_grpc as pb_grpc
 from shardnet.protocol import shardnet_v1_pb2 as v1
 from shardnet.protocol import shardnet_v1_pb2_grpc as v1_grpc
-from shardnet.protocol.tensors import decode_request_inputs, param_value, set_param
-from shardnet.receipts import Domain, job_key
+from shardnet.protocol.tensors import decode_request_inputs, param_value, set_param, to_raw
+from shardnet.receipts import Domain, job_key, tensors_digest
 from shardnet.rpc import announce_ready, bind, create_server, split_host_port, translate_errors
 from shardnet.sharding import WorkerId
 from shardnet.signature import select_outputs, validate_inputs
@@ -148,6 +149,16 @@ class JobFeeds:
         feed = self._take(job_id, keep=False)
         if feed is not None and feed.mqtt is not None:
             feed.mqtt.failed(f"settlement refused: {reason}")
+
+
+def inputs_digest(model_sha256: str, names, arrays) -> str:
+    """What a repeated request must match: model, requested outputs and inputs."""
+    tensors = []
+    for name, array in arrays.items():
+        datatype, raw = to_raw(array)
+        tensors.append((name, datatype, list(array.shape), raw))
+    head = f"{model_sha256}|{','.join(names)}".encode()
+    return hashlib.sha256(head + tensors_digest(tensors)).hexdigest()
 
 
 def result_parts(result: JobResult) -> dict:
@@ -301,8 +312,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if escrow_text is not None:
             key = "0x" + parse_escrow_id(escrow_text).hex()
         durable = key is not None and self.store.enabled
+        digest = ""
         if durable:
-            stored = await self._stored(key, deadline)
+            digest = inputs_digest(sig.sha256, names, arrays)
+            stored = await self._stored(key, digest, deadline)
             if stored is not None:
                 return stored
         if self.active_jobs >= self.config.max_jobs:
@@ -322,6 +335,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 output_names=list(names),
                 rows=rows,
                 inputs_path=inputs_path,
+                inputs_digest=digest,
             )
         return await self._execute(
             job_id, sig, arrays, names, rows, escrow_id, key if durable else None, deadline
@@ -413,11 +427,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         )
         return result.outputs, parts
 
-    async def _stored(self, key: str, deadline: float) -> tuple[list, dict] | None:
-        """The answer to a request seen before: stored, or awaited while it runs."""
+    async def _stored(self, key: str, digest: str, deadline: float) -> tuple[list, dict] | None:
+        """The answer to a request seen before: stored, or awaited while it runs. The same
+        escrow (or key) with other inputs is refused: it paid for something else."""
         row = self.store.ledger.job_by_key(key)
         if row is None:
             return None
+        if row["inputs_digest"] != digest:
+            raise EscrowRejected(
+                f"{key} already paid for job {row['job_id']} with other inputs; open a new one"
+            )
         try:
             async with asyncio.timeout(deadline):
                 while row["status"] == "running":

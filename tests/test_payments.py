@@ -129,16 +129,27 @@ def test_a_second_settle_is_rejected(paid_network):
 def test_an_escrow_pays_for_one_request_only(paid_network):
     net = paid_network
     start(net, 1)
+    x = demo_inputs(10)
     with Client(net.net.coordinator.address) as client:
-        result = client.infer("mlp", demo_inputs(10), payer=net.payer())
+        result = client.infer("mlp", x, payer=net.payer())
+    (escrow,) = result.escrow_jobs
+
+    def again(inputs):
+        request = pb.ModelInferRequest(model_name="mlp")
+        add_inputs(request, inputs)
+        set_param(request.parameters, "shardnet.escrow_job", escrow)
         with grpc.insecure_channel(net.net.coordinator.address) as channel:
-            request = pb.ModelInferRequest(model_name="mlp")
-            add_inputs(request, demo_inputs(10))
-            set_param(request.parameters, "shardnet.escrow_job", result.escrow_jobs[0])
-            with pytest.raises(grpc.RpcError) as info:
-                pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+            return pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+
+    # The same request again (a retry): the stored answer, not a second job or payment.
+    repeat = again(x)
+    assert repeat.parameters["shardnet.job_id"].string_param == result.job_ids[0]
+    assert repeat.raw_output_contents[0] == result.outputs["logits"].tobytes()
+    # Other inputs with the same escrow: refused.
+    with pytest.raises(grpc.RpcError) as info:
+        again(demo_inputs(10, seed=99))
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "not open" in info.value.details() or "already paid" in info.value.details()
+    assert "already paid for job" in info.value.details()
 
 
 def test_refund_after_the_deadline(paid_network):
