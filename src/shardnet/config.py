@@ -28,19 +28,17 @@ class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class WorkerConfig(_Config):
-    models_dir: Path = Field(description="folder of *.onnx models to serve (name = file stem)")
-    host: str = Field("127.0.0.1", description="address to listen on")
-    port: int = Field(0, ge=0, le=65535, description="port to listen on (0 = any free port)")
-    advertise_host: str | None = Field(
+class _NodeConfig(_Config):
+    """Settings every long-running node (worker or coordinator) has."""
+
+    ready_file: Path | None = Field(
         None,
-        description="host the coordinator should dial (default: --host, or the hostname "
-        "when --host is 0.0.0.0)",
+        description="write {address, ...} as JSON here once serving (used by devnet and tests)",
     )
-    coordinator: str | None = Field(
-        None,
-        description="coordinator host:port to register with directly (the static way; "
-        "the default is discovery through --bootstrap)",
+    mqtt: str = Field(
+        "127.0.0.1:1883",
+        description="MQTT broker host:port for live events ('' = no events); inference "
+        "works without it",
     )
     p2p_listen: str = Field(
         "127.0.0.1:0", description="libp2p host:port for discovery ('' = no libp2p)"
@@ -48,25 +46,6 @@ class WorkerConfig(_Config):
     bootstrap: list[str] = Field(
         default_factory=list,
         description="libp2p multiaddrs (/ip4/.../tcp/.../p2p/...) of peers to join",
-    )
-    ad_interval_s: float = Field(2.0, gt=0, description="how often the worker gossips its ad")
-    ad_ttl_s: float = Field(10.0, gt=0, description="how long an ad stays valid")
-    price_per_row_wei: int = Field(0, ge=0, description="asking price put in the ad")
-    worker_id: str | None = Field(None, description="name of this worker (default: random)")
-    intra_op_threads: int = Field(
-        0, ge=0, description="onnxruntime intra-op threads per session (0 = onnxruntime default)"
-    )
-    max_concurrency: int = Field(2, ge=1, description="shards computed at the same time")
-    max_queue: int = Field(
-        64, ge=0, description="shards waiting beyond max_concurrency before RESOURCE_EXHAUSTED"
-    )
-    providers: list[str] = Field(
-        default_factory=list,
-        description="onnxruntime execution providers in priority order "
-        "(default: CUDA if present, then CPU)",
-    )
-    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
-        "all", description="onnxruntime graph optimization level"
     )
     chain: Path | None = Field(
         None,
@@ -87,10 +66,40 @@ class WorkerConfig(_Config):
         description="DEV CHAINS ONLY: top the node's address up to this from Anvil's "
         "well-known first account before using the chain",
     )
-    mqtt: str = Field(
-        "127.0.0.1:1883",
-        description="MQTT broker host:port for live events ('' = no events); inference "
-        "works without it",
+
+
+class WorkerConfig(_NodeConfig):
+    models_dir: Path = Field(description="folder of *.onnx models to serve (name = file stem)")
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(0, ge=0, le=65535, description="port to listen on (0 = any free port)")
+    advertise_host: str | None = Field(
+        None,
+        description="host the coordinator should dial (default: --host, or the hostname "
+        "when --host is 0.0.0.0)",
+    )
+    coordinator: str | None = Field(
+        None,
+        description="coordinator host:port to register with directly (the static way; "
+        "the default is discovery through --bootstrap)",
+    )
+    ad_interval_s: float = Field(2.0, gt=0, description="how often the worker gossips its ad")
+    ad_ttl_s: float = Field(10.0, gt=0, description="how long an ad stays valid")
+    price_per_row_wei: int = Field(0, ge=0, description="asking price put in the ad")
+    worker_id: str | None = Field(None, description="name of this worker (default: random)")
+    intra_op_threads: int = Field(
+        0, ge=0, description="onnxruntime intra-op threads per session (0 = onnxruntime default)"
+    )
+    max_concurrency: int = Field(2, ge=1, description="shards computed at the same time")
+    max_queue: int = Field(
+        64, ge=0, description="shards waiting beyond max_concurrency before RESOURCE_EXHAUSTED"
+    )
+    providers: list[str] = Field(
+        default_factory=list,
+        description="onnxruntime execution providers in priority order "
+        "(default: CUDA if present, then CPU)",
+    )
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="onnxruntime graph optimization level"
     )
     http_listen: str = Field(
         "127.0.0.1:0", description="host:port of Prometheus metrics (/metrics) ('' = off)"
@@ -119,13 +128,9 @@ class WorkerConfig(_Config):
     register_timeout_s: float = Field(
         5.0, gt=0, description="timeout of each call to the coordinator"
     )
-    ready_file: Path | None = Field(
-        None,
-        description="write {address, ...} as JSON here once serving (used by devnet and tests)",
-    )
 
 
-class CoordinatorConfig(_Config):
+class CoordinatorConfig(_NodeConfig):
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8001, ge=0, le=65535, description="port to listen on (0 = any free port)")
     shards_per_worker: int = Field(
@@ -160,29 +165,6 @@ class CoordinatorConfig(_Config):
     ewma_alpha: float = Field(
         0.3, gt=0, le=1, description="weight of the newest throughput sample in the EWMA"
     )
-    ready_file: Path | None = Field(
-        None,
-        description="write {address, ...} as JSON here once serving (used by devnet and tests)",
-    )
-    chain: Path | None = Field(
-        None,
-        description="deployment JSON of the contracts (from `shardnet chain`); enables payment",
-    )
-    key_dir: Path | None = Field(
-        None, description="folder with this node's encrypted keys (`shardnet keys new`)"
-    )
-    passphrase_file: Path | None = Field(
-        None, description="file holding the key passphrase (else $SHARDNET_PASSPHRASE or a prompt)"
-    )
-    generate_keys: bool = Field(
-        False, description="create the keys in --key-dir on first start if there are none"
-    )
-    faucet_wei: int = Field(
-        0,
-        ge=0,
-        description="DEV CHAINS ONLY: top the node's address up to this from Anvil's "
-        "well-known first account before using the chain",
-    )
     ledger: Path | None = Field(
         None,
         description="SQLite file of settlements and verdicts (default: in memory, lost on "
@@ -201,18 +183,6 @@ class CoordinatorConfig(_Config):
     )
     referee_models_dir: Path | None = Field(
         None, description="models the coordinator runs itself to referee a disagreement"
-    )
-    mqtt: str = Field(
-        "127.0.0.1:1883",
-        description="MQTT broker host:port for live events ('' = no events); inference "
-        "works without it",
-    )
-    p2p_listen: str = Field(
-        "127.0.0.1:0", description="libp2p host:port for discovery ('' = no libp2p)"
-    )
-    bootstrap: list[str] = Field(
-        default_factory=list,
-        description="libp2p multiaddrs (/ip4/.../tcp/.../p2p/...) of peers to join",
     )
     http_listen: str = Field(
         "127.0.0.1:8002",
