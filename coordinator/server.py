@@ -854,7 +854,7 @@ async def run_coordinator(config: CoordinatorConfig, stop: asyncio.Event) -> Non
     spool = Path(f"{config.ledger}.spool") if config.ledger is not None else None
     store = JobStore(payments.ledger, spool)
     inference = InferenceServicer(registry, config, payments, verifier, feeds, store)
-    server = create_server()
+    server = create_server(int(config.max_request_mb * 2**20))
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
     coordinator_servicer = CoordinatorServicer(registry, config, payments)
     v1_grpc.add_CoordinatorServicer_to_server(coordinator_servicer, server)

@@ -111,7 +111,7 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
         )
     if config.fault_delay_s:
         log.warning("FAULT INJECTION: holding every shard %.1fs", config.fault_delay_s)
-    server = create_server()
+    server = create_server(int(config.max_request_mb * 2**20))
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     health = health_servicer(server)
     identity = (

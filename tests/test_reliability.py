@@ -144,3 +144,18 @@ def test_a_frozen_worker_is_routed_around_and_returns_when_thawed(fresh_network,
         frozen.popen.send_signal(signal.SIGCONT)
     net.wait_for_workers(2, timeout_s=20)
     print(f"frozen worker dropped within {dropped:.2f}s; back after SIGCONT")
+
+
+def test_an_oversize_request_is_refused_and_the_server_goes_on(fresh_network):
+    net = fresh_network
+    net.start_coordinator("--max-request-mb", "1")
+    net.start_worker("--intra-op-threads", "1")
+    net.wait_for_workers(1)
+    with Client(net.coordinator.address) as client:
+        with pytest.raises(RemoteError) as info:
+            client.infer("mlp", demo_inputs(8192), batch_rows=8192)  # 2 MiB in one request
+        assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert client.infer("mlp", demo_inputs(8192), batch_rows=2048).outputs["logits"].shape == (
+            8192,
+            10,
+        )

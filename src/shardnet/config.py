@@ -31,6 +31,13 @@ class _Config(BaseModel):
 class _NodeConfig(_Config):
     """Settings every long-running node (worker or coordinator) has."""
 
+    max_request_mb: float = Field(
+        256.0,
+        gt=0,
+        le=2047,
+        description="largest request accepted, MiB (bigger: RESOURCE_EXHAUSTED); "
+        "clients split big inputs into ~32 MiB requests",
+    )
     ready_file: Path | None = Field(
         None,
         description="write {address, ...} as JSON here once serving (used by devnet and tests)",

@@ -56,8 +56,15 @@ def remote_error(exc: grpc.aio.AioRpcError) -> RemoteError:
     return RemoteError(exc.code(), exc.details() or "")
 
 
-def create_server() -> grpc.aio.Server:
-    return grpc.aio.server(options=GRPC_OPTIONS)
+def create_server(max_request_bytes: int = MAX_MESSAGE_BYTES) -> grpc.aio.Server:
+    """A server that accepts requests up to `max_request_bytes` (a bigger one gets
+    RESOURCE_EXHAUSTED from gRPC before it is decoded) and sends any size."""
+    return grpc.aio.server(
+        options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", max_request_bytes),
+        ]
+    )
 
 
 def channel(target: str) -> grpc.aio.Channel:
