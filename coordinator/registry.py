@@ -33,6 +33,7 @@ class Worker:
     shards_failed: int = 0
     checks_passed: int = 0
     stake_wei: int | None = None  # last seen on chain (None: no chain, or not checked yet)
+    last_heartbeat_ts: float = 0.0  # the worker's own clock, from its last signed heartbeat
     # Set when a call to the worker failed at the transport level; cleared by its next
     # heartbeat. A suspect worker gets no new shards.
     suspect: bool = False

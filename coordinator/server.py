@@ -46,8 +46,10 @@ from shardnet.errors import (
 from shardnet.events import EventBus, EventsUnavailable, JobEvents, parse_broker
 from shardnet.identity import (
     IdentityError,
+    heartbeat_text,
     open_identity,
     recover_text_signer,
+    verify_peer_signature,
     worker_claim,
 )
 from shardnet.node.models import ModelRepository, session_options
@@ -544,6 +546,8 @@ class CoordinatorServicer(v1_grpc.CoordinatorServicer):
                 "this worker serves plaintext gRPC; drop --plaintext, or start the "
                 "coordinator with --allow-plaintext-workers (local debugging only)"
             )
+        if not discovered:
+            self._check_peer_signature(info)
         if self.payments.enabled:
             if discovered:
                 await self.payments.check_worker(info.chain_address, info.peer_key)
@@ -551,6 +555,26 @@ class CoordinatorServicer(v1_grpc.CoordinatorServicer):
                 await self._check_paid_identity(info)
         await self._check_reachable(info)
         await self.registry.add(info)
+
+    def _check_peer_signature(self, info: v1.WorkerInfo) -> None:
+        """A registration must be signed by its peer key; a worker id already in the table
+        can only be taken again by the same key (a restart), not by someone else."""
+        claim = worker_claim(
+            info.worker_id,
+            info.endpoint,
+            info.chain_address,
+            info.peer_key,
+            fingerprint(info.tls_certificate) if info.tls_certificate else "none",
+        )
+        if len(info.peer_key) != 32 or not verify_peer_signature(
+            info.peer_key, claim, info.peer_signature
+        ):
+            raise InvalidRequest("the registration is not signed by its peer_key")
+        current = self.registry.get(WorkerId(info.worker_id))
+        if current is not None and current.info.peer_key != info.peer_key:
+            raise EscrowRejected(
+                f"worker id {info.worker_id!r} belongs to another peer; choose another name"
+            )
 
     async def _check_paid_identity(self, info: v1.WorkerInfo) -> None:
         """Only a staked worker that proves it holds its address's key may take shards."""
@@ -590,6 +614,15 @@ class CoordinatorServicer(v1_grpc.CoordinatorServicer):
 
     @translate_errors
     async def Heartbeat(self, request, context):
+        worker = self.registry.get(WorkerId(request.worker_id))
+        if worker is None:
+            return v1.HeartbeatResponse(known=False)
+        text = heartbeat_text(request.worker_id, request.timestamp)
+        if request.timestamp <= worker.last_heartbeat_ts or not verify_peer_signature(
+            worker.info.peer_key, text, request.signature
+        ):
+            raise InvalidRequest("heartbeat not signed by this worker's peer key, or replayed")
+        worker.last_heartbeat_ts = request.timestamp
         return v1.HeartbeatResponse(known=self.registry.heartbeat(request.worker_id))
 
     @translate_errors

@@ -150,8 +150,18 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
     )
     if tls is None:
         log.warning("serving PLAINTEXT gRPC (--plaintext): for local debugging only")
+    info.peer_key = public_key_bytes(node_key)
     if config.chain is not None:
         servicer.signer = await join_chain(config, info, identity)
+    info.peer_signature = node_key.sign(
+        worker_claim(
+            info.worker_id,
+            info.endpoint,
+            info.chain_address,
+            info.peer_key,
+            fingerprint(info.tls_certificate) if info.tls_certificate else "none",
+        ).encode()
+    )
     log.info(
         "worker %s serving %d model(s) on %s with %s",
         worker_id,
@@ -200,7 +210,10 @@ async def run_worker(config: WorkerConfig, stop: asyncio.Event) -> None:
                 loops.append(
                     tg.create_task(
                         stay_registered(
-                            config.coordinator, info, call_timeout_s=config.register_timeout_s
+                            config.coordinator,
+                            info,
+                            call_timeout_s=config.register_timeout_s,
+                            sign=lambda text: node_key.sign(text.encode()),
                         ),
                         name=f"worker[{worker_id}].join",
                     )

@@ -603,9 +603,24 @@ def test_register_with_absurd_model_metadata_is_refused(network, coordinator, ca
 
 
 def test_register_with_an_unreachable_endpoint_is_unavailable(network, coordinator):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from shardnet.identity import worker_claim
+    from shardnet.p2p.ads import public_key_bytes
+    from shardnet.tls import fingerprint
+
     real = network.workers[0]
+    key = Ed25519PrivateKey.generate()
     info = v1.WorkerInfo(
-        worker_id="elsewhere", endpoint="127.0.0.1:1", tls_certificate=real.tls_certificate
+        worker_id="elsewhere",
+        endpoint="127.0.0.1:1",
+        tls_certificate=real.tls_certificate,
+        peer_key=public_key_bytes(key),
+    )
+    info.peer_signature = key.sign(
+        worker_claim(
+            info.worker_id, info.endpoint, "", info.peer_key, fingerprint(info.tls_certificate)
+        ).encode()
     )
     with pytest.raises(grpc.RpcError) as error:
         coordinator.Register(v1.RegisterRequest(worker=info), timeout=30)

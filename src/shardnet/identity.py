@@ -107,6 +107,22 @@ def worker_claim(
     )
 
 
+def heartbeat_text(worker_id: str, timestamp: float) -> str:
+    return f"shardnet heartbeat {worker_id} {timestamp!r}"
+
+
+def verify_peer_signature(peer_key: bytes, text: str, signature: bytes) -> bool:
+    """Whether `signature` is the Ed25519 signature of `text` by `peer_key`."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        Ed25519PublicKey.from_public_bytes(peer_key).verify(signature, text.encode())
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
 def recover_text_signer(text: str, signature: bytes) -> str:
     try:
         return Account.recover_message(encode_defunct(text=text), signature=signature)

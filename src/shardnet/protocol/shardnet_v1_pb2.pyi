@@ -42,7 +42,7 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., metadata: _Optional[_Union[_inference_pb2.ModelMetadataResponse, _Mapping]] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("worker_id", "endpoint", "hardware", "models", "max_concurrency", "chain_address", "peer_key", "address_proof", "tls_certificate")
+    __slots__ = ("worker_id", "endpoint", "hardware", "models", "max_concurrency", "chain_address", "peer_key", "address_proof", "tls_certificate", "peer_signature")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     HARDWARE_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,7 @@ class WorkerInfo(_message.Message):
     PEER_KEY_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_PROOF_FIELD_NUMBER: _ClassVar[int]
     TLS_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    PEER_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     endpoint: str
     hardware: Hardware
@@ -61,7 +62,8 @@ class WorkerInfo(_message.Message):
     peer_key: bytes
     address_proof: bytes
     tls_certificate: bytes
-    def __init__(self, worker_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., hardware: _Optional[_Union[Hardware, _Mapping]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., max_concurrency: _Optional[int] = ..., chain_address: _Optional[str] = ..., peer_key: _Optional[bytes] = ..., address_proof: _Optional[bytes] = ..., tls_certificate: _Optional[bytes] = ...) -> None: ...
+    peer_signature: bytes
+    def __init__(self, worker_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., hardware: _Optional[_Union[Hardware, _Mapping]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., max_concurrency: _Optional[int] = ..., chain_address: _Optional[str] = ..., peer_key: _Optional[bytes] = ..., address_proof: _Optional[bytes] = ..., tls_certificate: _Optional[bytes] = ..., peer_signature: _Optional[bytes] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
     __slots__ = ("worker",)
@@ -78,10 +80,14 @@ class RegisterResponse(_message.Message):
     def __init__(self, heartbeat_interval_s: _Optional[float] = ..., ttl_s: _Optional[float] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("worker_id",)
+    __slots__ = ("worker_id", "timestamp", "signature")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
-    def __init__(self, worker_id: _Optional[str] = ...) -> None: ...
+    timestamp: float
+    signature: bytes
+    def __init__(self, worker_id: _Optional[str] = ..., timestamp: _Optional[float] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("known",)
