@@ -47,7 +47,11 @@ D_IN = 64  # the demo MLP: x[N, 64] FP32 -> logits[N, 10], probs[N, 10]
 FUZZ = settings(
     max_examples=300,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
 )
 
 
@@ -350,11 +354,13 @@ def test_nan_and_infinities_are_valid_floats(stubs, reference, target, x):
 
 @pytest.mark.parametrize("target", TARGETS)
 @settings(FUZZ, max_examples=20)
-@given(rows=st.integers(0, 6), extra=st.integers(-3, 3), data=st.data())
-def test_typed_contents_with_wrong_element_counts(stubs, reference, target, rows, extra, data):
+@given(rows=st.integers(0, 6), extra=st.integers(-3, 3), seed=st.integers(0, 2**32 - 1))
+def test_typed_contents_with_wrong_element_counts(stubs, reference, target, rows, extra, seed):
     need = rows * D_IN
-    values = data.draw(st.lists(st.floats(width=32), min_size=max(0, need + extra)))
-    values = values[: max(0, need + extra)]
+    # Values from a seed: drawing up to ~400 floats one by one trips hypothesis's
+    # data-size health checks; the count is what this test is about.
+    count = max(0, need + extra)
+    values = np.random.default_rng(seed).standard_normal(count).astype(np.float32).tolist()
     request = pb.ModelInferRequest(model_name="mlp")
     request.inputs.add(
         name="x",
